@@ -1,0 +1,273 @@
+"""``pomona ingest``: a labelled image folder to a validated, preprocessed, split Parquet dataset.
+
+Decoding runs in a process pool, one chunk of files per task. Each task writes the chunk's pixels
+to a staging ``.npy`` file and returns only small per-file records, so memory stays bounded by the
+chunk and shard sizes however large the folder is. The split is decided once every file has been
+validated; shards are then assembled from memory-mapped staging files. Everything is written into
+a temporary sibling of OUT that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, PositiveInt
+
+from pomona.config import StrictModel
+from pomona.data import images
+from pomona.data.discover import LabelFrom, SourceFile, discover
+from pomona.data.manifest import SPLITS, Manifest, Preprocessing, SplitFractions, SplitInfo
+from pomona.data.shards import REJECTED_FILE, write_manifest, write_shard
+from pomona.data.split import assign_splits
+from pomona.errors import DatasetError
+from pomona.storage import atomic_directory, sha256_bytes
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_FILES = 64
+_STAGING = ".staging"
+
+#: Called after each chunk with (files done, files rejected so far, files total).
+ProgressCallback = Callable[[int, int, int], None]
+
+
+class IngestConfig(StrictModel):
+    """Options of ``pomona ingest``.
+
+    Attributes:
+        src: the labelled image folder.
+        out: the dataset directory to create.
+        preprocessing: target size, channels, resize mode and normalisation stats.
+        split: train/val/test fractions.
+        seed: seed of the split and of the row order in shards.
+        shard_rows: rows per Parquet shard.
+        label_from: ``folder``, ``prefix`` or ``auto``.
+        workers: decoding processes (default: all cores).
+        max_pixels: images with more pixels are rejected before decoding.
+        overwrite: replace an existing dataset at ``out``.
+    """
+
+    src: Path
+    out: Path
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    seed: int = 0
+    shard_rows: PositiveInt = 1024
+    label_from: LabelFrom = "auto"
+    workers: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
+    max_pixels: PositiveInt = images.DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """Outcome for one file: a staged row (sha256 set) or a rejection reason."""
+
+    sha256: str | None
+    reason: str | None
+    staging_file: str | None = None
+    staging_row: int = -1
+
+
+def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Manifest:
+    """Ingest ``config.src`` into ``config.out`` and return the manifest written there.
+
+    Raises:
+        DatasetError: bad source or output location, fewer than two classes, a class too small
+            to split, or OUT exists without ``overwrite``.
+    """
+    src, out = config.src.resolve(), config.out.resolve()
+    if out == src or out.is_relative_to(src):
+        raise DatasetError(f"output {out} is inside the source folder {src}; choose OUT elsewhere")
+    if out.exists() and not config.overwrite:
+        raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
+    layout, files = discover(src, config.label_from)
+    logger.info("found %d files under %s (labels from %s)", len(files), src, layout)
+
+    with atomic_directory(out, overwrite=config.overwrite) as tmp:
+        staging = tmp / _STAGING
+        staging.mkdir()
+        decoded = _decode_all(src, files, config, staging, progress)
+        accepted = [i for i, d in enumerate(decoded) if d.sha256 is not None]
+        classes = sorted({files[i].label for i in accepted})  # type: ignore[type-var]
+        if len(classes) < 2:
+            raise DatasetError(
+                f"a classifier needs at least 2 classes; {src} gave {len(classes)} valid "
+                f"class(es) {classes} from {len(accepted)} valid images "
+                f"(labels from {layout}; see --label-from)"
+            )
+        labels = [files[i].label or "" for i in accepted]
+        hashes = [decoded[i].sha256 or "" for i in accepted]
+        assignment = assign_splits(labels, hashes, config.split, config.seed)
+        splits = _write_splits(tmp, files, decoded, accepted, assignment, classes, config)
+        _write_rejected(tmp, files, decoded)
+        rejected = len(files) - len(accepted)
+        manifest = Manifest(
+            source=str(src),
+            label_from=layout,
+            classes=classes,
+            image_shape=config.preprocessing.image_shape,
+            preprocessing=config.preprocessing,
+            seed=config.seed,
+            split=config.split,
+            found=len(files),
+            ingested=len(accepted),
+            rejected=rejected,
+            duplicates=len(hashes) - len(set(hashes)),
+            splits=splits,
+        )
+        for path in staging.iterdir():
+            path.unlink()
+        staging.rmdir()
+        write_manifest(tmp, manifest)
+    logger.info("ingested %d images, rejected %d, into %s", len(accepted), rejected, out)
+    return manifest
+
+
+def _decode_all(
+    src: Path,
+    files: Sequence[SourceFile],
+    config: IngestConfig,
+    staging: Path,
+    progress: ProgressCallback | None,
+) -> list[_Decoded]:
+    """Decode every labelled file in chunks; unlabelled files are rejected without decoding."""
+    results: list[_Decoded | None] = [None] * len(files)
+    todo = []
+    for index, source in enumerate(files):
+        if source.label is None:
+            results[index] = _Decoded(None, _no_label_reason(source.path))
+        else:
+            todo.append(index)
+    chunks = [todo[i : i + _CHUNK_FILES] for i in range(0, len(todo), _CHUNK_FILES)]
+    rejected = len(files) - len(todo)
+    done = rejected
+
+    def collect(chunk: list[int], outcome: list[_Decoded]) -> None:
+        nonlocal done, rejected
+        for index, result in zip(chunk, outcome, strict=True):
+            results[index] = result
+        done += len(chunk)
+        rejected += sum(1 for r in outcome if r.sha256 is None)
+        if progress is not None:
+            progress(done, rejected, len(files))
+
+    if progress is not None:
+        progress(done, rejected, len(files))
+    jobs = [
+        (
+            str(src),
+            [files[i].path for i in chunk],
+            config.preprocessing,
+            config.max_pixels,
+            str(staging / f"chunk-{n:06d}.npy"),
+        )
+        for n, chunk in enumerate(chunks)
+    ]
+    if config.workers == 1 or len(chunks) <= 1:
+        for chunk, job in zip(chunks, jobs, strict=True):
+            collect(chunk, _decode_chunk(*job))
+    else:
+        # spawn, not fork: the caller may hold Ray or torch threads that fork would copy badly.
+        with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_decode_chunk, *job): chunk
+                for chunk, job in zip(chunks, jobs, strict=True)
+            }
+            for future in as_completed(futures):
+                collect(futures[future], future.result())
+    return [r for r in results if r is not None]
+
+
+def _decode_chunk(
+    src: str, paths: list[str], spec: Preprocessing, max_pixels: int, staging_file: str
+) -> list[_Decoded]:
+    """Worker: decode a chunk, stack the valid pixels into ``staging_file``, report each file."""
+    outcome: list[_Decoded] = []
+    stack: list[np.ndarray] = []
+    for rel in paths:
+        try:
+            data = (Path(src) / rel).read_bytes()
+        except OSError as error:
+            outcome.append(_Decoded(None, f"unreadable: {error.strerror or error}"))
+            continue
+        try:
+            pixels = images.preprocess(data, spec, max_pixels)
+        except images.ImageRejected as error:
+            outcome.append(_Decoded(None, str(error)))
+            continue
+        outcome.append(_Decoded(sha256_bytes(data), None, staging_file, len(stack)))
+        stack.append(pixels)
+    if stack:
+        np.save(staging_file, np.stack(stack))
+    return outcome
+
+
+def _no_label_reason(path: str) -> str:
+    if "/" not in path:
+        return "no label: file is not inside a class sub-folder and has no <label>_<digits> name"
+    return "no label: file name has no <label>_<digits> prefix"
+
+
+def _write_splits(
+    out: Path,
+    files: Sequence[SourceFile],
+    decoded: Sequence[_Decoded],
+    accepted: Sequence[int],
+    assignment: Sequence[str],
+    classes: Sequence[str],
+    config: IngestConfig,
+) -> dict[str, SplitInfo]:
+    """Write each split's rows, shuffled with the seed, as shards of ``config.shard_rows``."""
+    class_index = {name: i for i, name in enumerate(classes)}
+    staged: dict[str, np.ndarray] = {}
+
+    def pixels_of(item: int) -> np.ndarray:
+        record = decoded[item]
+        assert record.staging_file is not None
+        if record.staging_file not in staged:
+            staged[record.staging_file] = np.load(record.staging_file, mmap_mode="r")
+        return staged[record.staging_file][record.staging_row]
+
+    splits: dict[str, SplitInfo] = {}
+    for split_number, split in enumerate(SPLITS):
+        members = [item for item, s in zip(accepted, assignment, strict=True) if s == split]
+        rng = np.random.default_rng([config.seed, 1000 + split_number])
+        members = [members[i] for i in rng.permutation(len(members))]
+        shards = []
+        for start in range(0, len(members), config.shard_rows):
+            rows = members[start : start + config.shard_rows]
+            names = [files[i].label or "" for i in rows]
+            shards.append(
+                write_shard(
+                    out,
+                    f"{split}/part-{len(shards):05d}.parquet",
+                    np.stack([pixels_of(i) for i in rows]),
+                    [class_index[n] for n in names],
+                    names,
+                    [files[i].path for i in rows],
+                )
+            )
+        counts = Counter(files[i].label for i in members)
+        splits[split] = SplitInfo(
+            rows=len(members), counts={c: counts.get(c, 0) for c in classes}, shards=shards
+        )
+    return splits
+
+
+def _write_rejected(out: Path, files: Sequence[SourceFile], decoded: Sequence[_Decoded]) -> None:
+    with open(out / REJECTED_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        for source, record in zip(files, decoded, strict=True):
+            if record.reason is not None:
+                writer.writerow([source.path, record.reason])

@@ -1,0 +1,100 @@
+"""Parquet shards and the manifest: write them, read them back, verify their checksums.
+
+A shard has the columns ``image`` (Arrow fixed-shape uint8 tensor, height x width x channels),
+``label`` (int64 class index), ``label_name`` (str) and ``path`` (source file relative to SRC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from pomona.config import format_validation_error
+from pomona.data.manifest import Manifest, ShardInfo
+from pomona.errors import DatasetError
+from pomona.storage import atomic_write_text, sha256_file
+
+MANIFEST_FILE = "manifest.json"
+REJECTED_FILE = "rejected.csv"
+
+
+def write_shard(
+    dataset_dir: Path,
+    relative_path: str,
+    pixels: np.ndarray,
+    labels: Sequence[int],
+    label_names: Sequence[str],
+    paths: Sequence[str],
+) -> ShardInfo:
+    """Write one shard under ``dataset_dir`` and return its manifest entry (rows, sha256)."""
+    table = pa.table(
+        {
+            "image": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(pixels)),
+            "label": pa.array(labels, type=pa.int64()),
+            "label_name": pa.array(label_names, type=pa.string()),
+            "path": pa.array(paths, type=pa.string()),
+        }
+    )
+    target = dataset_dir / relative_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Images are already compact uint8; zstd keeps shards small without slowing reads much.
+    pq.write_table(table, target, compression="zstd")
+    return ShardInfo(path=relative_path, rows=len(labels), sha256=sha256_file(target))
+
+
+def write_manifest(dataset_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically (it is the dataset's completion marker)."""
+    atomic_write_text(dataset_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2) + "\n")
+
+
+def read_manifest(dataset_dir: str | Path) -> Manifest:
+    """Load and validate a dataset's manifest.
+
+    Raises:
+        DatasetError: the directory is not an ingested pomona dataset or the manifest is invalid.
+    """
+    path = Path(dataset_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise DatasetError(
+            f"{dataset_dir} is not a pomona dataset (no {MANIFEST_FILE}); create one with "
+            "`pomona ingest SRC OUT`"
+        )
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as error:
+        raise DatasetError(format_validation_error(error, str(path))) from None
+
+
+def shard_paths(dataset_dir: str | Path, manifest: Manifest, split: str) -> list[str]:
+    """Absolute paths of a split's shards.
+
+    Raises:
+        DatasetError: the split does not exist or is empty.
+    """
+    info = manifest.splits.get(split)
+    if info is None or not info.shards:
+        raise DatasetError(
+            f"dataset {dataset_dir} has no rows in split {split!r}; "
+            f"splits with data: {[s for s, i in manifest.splits.items() if i.rows]}"
+        )
+    return [str(Path(dataset_dir).resolve() / shard.path) for shard in info.shards]
+
+
+def verify(dataset_dir: str | Path, manifest: Manifest) -> list[str]:
+    """Check every shard exists with its recorded sha256; return the problems (empty if none)."""
+    problems = []
+    for split, info in manifest.splits.items():
+        for shard in info.shards:
+            path = Path(dataset_dir) / shard.path
+            if not path.is_file():
+                problems.append(f"{split}: {shard.path} is missing")
+            elif (actual := sha256_file(path)) != shard.sha256:
+                problems.append(
+                    f"{split}: {shard.path} checksum {actual[:12]} != manifest {shard.sha256[:12]}"
+                )
+    return problems

@@ -1,0 +1,50 @@
+"""The exceptions pomona raises on purpose.
+
+Every error a user can cause derives from :class:`PomonaError`; the CLI prints its message on one
+line and exits with status 2, and the serving layer maps ``http_status`` onto the response. The
+classes take a single message argument so they pickle cleanly across Ray processes.
+"""
+
+from __future__ import annotations
+
+
+class PomonaError(Exception):
+    """Base class: a problem the user can fix, described in the message."""
+
+    http_status: int = 500
+
+
+class ConfigError(PomonaError):
+    """A configuration value, flag or YAML file is invalid."""
+
+    http_status = 400
+
+
+class DatasetError(PomonaError):
+    """An image folder or an ingested dataset cannot be used."""
+
+    http_status = 400
+
+
+class CheckpointError(PomonaError):
+    """A checkpoint or weights file is missing, corrupt or does not fit the model."""
+
+    http_status = 500
+
+
+class ModelNotFoundError(PomonaError):
+    """A model name, version, alias or file does not exist."""
+
+    http_status = 404
+
+
+class RegistryError(PomonaError):
+    """The model registry refused an operation (bad name, aliased version, checksum mismatch)."""
+
+    http_status = 409
+
+
+class InvalidRequestError(PomonaError):
+    """A request (HTTP body, image upload) is malformed."""
+
+    http_status = 400
