@@ -2,7 +2,7 @@
 
 Ingest, ``pomona predict`` and serving all call :func:`preprocess`, so a model sees the same
 geometry and channels at every stage. Normalisation (mean/std) is applied later, on the fly, by
-:func:`normalize`.
+:func:`pomona.data.tensors.to_model_input`.
 """
 
 from __future__ import annotations
@@ -78,14 +78,6 @@ def preprocess(
 def load(path: str | Path, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a file and :func:`preprocess` it."""
     return preprocess(Path(path).read_bytes(), spec, max_pixels)
-
-
-def normalize(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """uint8 ``(..., H, W, C)`` pixels to float32 ``(..., C, H, W)``, scaled by mean/std."""
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    scaled = (pixels.astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))
 
 
 def _cover_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:

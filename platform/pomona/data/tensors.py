@@ -1,0 +1,18 @@
+"""Pixels to network input, in torch: the normalisation every stage applies on the fly."""
+
+from __future__ import annotations
+
+import torch
+
+from pomona.data.manifest import Preprocessing
+
+
+def to_model_input(pixels: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """uint8 ``(N, H, W, C)`` pixels to float32 ``(N, C, H, W)``, scaled to [0, 1] and normalised.
+
+    Runs on whatever device ``pixels`` is on, so GPU training normalises on the GPU.
+    """
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    images = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    return images.sub_(mean).div_(std).contiguous()

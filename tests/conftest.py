@@ -1,0 +1,55 @@
+"""Shared fixtures: Ray kept on loopback and offline, one local Ray per session, tiny data."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Ray: loopback only, no usage reporting (see shared/RAY-NOTES.md).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("POMONA_PROGRESS", "0")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pomona.data.demo import write_digits
+from pomona.data.ingest import IngestConfig, ingest
+from pomona.data.manifest import Preprocessing
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session, shut down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 real digits as 16x16 PNGs in class folders."""
+    root = tmp_path_factory.mktemp("digits") / "images"
+    write_digits(root, layout="folders", size=16, limit=600)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_dataset(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 600 digits ingested at 16x16x1."""
+    out = tmp_path_factory.mktemp("datasets") / "digits"
+    ingest(
+        IngestConfig(
+            src=digits_folder,
+            out=out,
+            preprocessing=Preprocessing(height=16, width=16, channels=1),
+            workers=1,
+            shard_rows=128,
+        )
+    )
+    return out

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pomona.data.loader import Augmentation, read_split, torch_batches
+from pomona.data.shards import read_manifest
+
+pytestmark = pytest.mark.ray
+
+
+def test_batches_are_normalised_tensors(ray_session: None, digits_dataset: Path) -> None:
+    manifest = read_manifest(digits_dataset)
+    spec = manifest.preprocessing
+    batches = list(torch_batches(read_split(digits_dataset, "val"), 32, spec))
+    total = sum(len(b["label"]) for b in batches)
+    assert total == manifest.splits["val"].rows
+    first = batches[0]
+    assert first["image"].shape == (32, 1, 16, 16) and first["image"].dtype == torch.float32
+    assert first["label"].dtype == torch.int64
+    # Same values as normalising the stored uint8 pixels by hand (row order may differ).
+    images = torch.cat([b["image"] for b in batches]).numpy()
+    labels = torch.cat([b["label"] for b in batches]).numpy()
+    raw, raw_labels = [], []
+    for shard in manifest.splits["val"].shards:
+        table = pq.read_table(digits_dataset / shard.path)
+        raw.append(table.column("image").combine_chunks().to_numpy_ndarray())
+        raw_labels += table.column("label").to_pylist()
+    expected = np.moveaxis((np.concatenate(raw) / 255 - spec.mean[0]) / spec.std[0], -1, 1)
+
+    def canonical(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        rows = np.concatenate([y[:, None].astype(np.float32), x.reshape(len(x), -1)], axis=1)
+        return rows[np.lexsort(rows.T[::-1])]
+
+    assert np.allclose(
+        canonical(images, labels), canonical(expected, np.array(raw_labels)), atol=1e-5
+    )
+
+
+def test_augmentation_runs_in_the_pipeline(ray_session: None, digits_dataset: Path) -> None:
+    plain = read_split(digits_dataset, "val").take_batch(64, batch_format="numpy")
+    augmented_ds = read_split(
+        digits_dataset, "val", augmentation=Augmentation(random_crop_padding=3, hflip=True)
+    )
+    assert "MapBatches(_augment)" in str(augmented_ds)
+    augmented = augmented_ds.take_batch(64, batch_format="numpy")
+    assert augmented["image"].shape == plain["image"].shape
+    assert augmented["image"].dtype == np.uint8
+    assert np.array_equal(augmented["label"], plain["label"])
+    changed = (augmented["image"] != plain["image"]).reshape(64, -1).any(axis=1)
+    assert changed.mean() > 0.5
+
+
+def test_hflip_only_mirrors(ray_session: None, digits_dataset: Path) -> None:
+    plain = read_split(digits_dataset, "val").take_batch(64, batch_format="numpy")["image"]
+    flipped = read_split(digits_dataset, "val", augmentation=Augmentation(hflip=True)).take_batch(
+        64, batch_format="numpy"
+    )["image"]
+    for before, after in zip(plain, flipped, strict=True):
+        assert np.array_equal(after, before) or np.array_equal(after, before[:, ::-1])
