@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing

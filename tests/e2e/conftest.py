@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+
 from pomona.cli import main
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+
 from pomona.data.loader import Augmentation, read_split, torch_batches
 from pomona.data.shards import read_manifest
 
@@ -45,7 +46,7 @@ def test_augmentation_runs_in_the_pipeline(ray_session: None, digits_dataset: Pa
     augmented_ds = read_split(
         digits_dataset, "val", augmentation=Augmentation(random_crop_padding=3, hflip=True)
     )
-    assert "MapBatches(_augment)" in str(augmented_ds)
+    assert "MapBatches(augment_batch)" in str(augmented_ds)
     augmented = augmented_ds.take_batch(64, batch_format="numpy")
     assert augmented["image"].shape == plain["image"].shape
     assert augmented["image"].dtype == np.uint8

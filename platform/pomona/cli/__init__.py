@@ -1,18 +1,24 @@
 """The ``pomona`` command line: thin wrappers that parse flags, call the package and render.
 
 A :class:`pomona.errors.PomonaError` prints one ``error:`` line and exits with status 2; any
-other exception keeps its traceback.
+other exception keeps its traceback. Commands import Ray-backed modules lazily, so ``--help`` and
+the pure commands start fast and the local Ray defaults are set before Ray is imported.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Annotated
 
 import click
 import typer
 
-from pomona.cli import data
+from pomona import log
+from pomona.cli import data, models, train
 from pomona.cli.console import err_console
+from pomona.cli.session import session
+from pomona.cluster.runtime import use_local_ray_defaults
 from pomona.errors import PomonaError
 
 app = typer.Typer(
@@ -22,18 +28,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data.register(app)
+
+
+@app.callback()
+def _root(
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address [default: RAY_ADDRESS, else a local Ray]."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Ray and INFO logs.")
+    ] = False,
+) -> None:
+    session.address = address
+    session.verbose = verbose
+    log.configure(logging.INFO if verbose else logging.WARNING)
+    use_local_ray_defaults(address)
+
+
+for module in (data, models, train):
+    module.register(app)
 
 
 def main() -> None:
     """Console-script entrypoint."""
-    from pomona import log
-
-    log.configure()
     try:
         app(standalone_mode=False)
     except PomonaError as error:
-        err_console.print(f"[red]error:[/red] {error}", markup=True, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         sys.exit(2)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)

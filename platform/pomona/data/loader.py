@@ -11,33 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import ray.data
 import torch
-from pydantic import NonNegativeInt
 
-from pomona.config import StrictModel
+from pomona.data.augment import Augmentation, augment_batch
 from pomona.data.manifest import Manifest, Preprocessing
 from pomona.data.shards import read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
-
-
-class Augmentation(StrictModel):
-    """Train-time augmentation applied in the data pipeline.
-
-    Attributes:
-        random_crop_padding: pad each side by this many pixels (edge values), then crop back to
-            the original size at a random offset; 0 disables.
-        hflip: flip horizontally with probability 0.5 (leave off for digits and text).
-    """
-
-    random_crop_padding: NonNegativeInt = 0
-    hflip: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any augmentation is switched on."""
-        return self.random_crop_padding > 0 or self.hflip
 
 
 def read_split(
@@ -66,9 +46,7 @@ def read_split(
     )
     if augmentation is not None and augmentation.enabled:
         dataset = dataset.map_batches(
-            _augment,
-            fn_kwargs={"padding": augmentation.random_crop_padding, "hflip": augmentation.hflip},
-            batch_format="numpy",
+            augment_batch, fn_kwargs={"augmentation": augmentation}, batch_format="numpy"
         )
     return dataset
 
@@ -104,24 +82,3 @@ def torch_batches(
     )
     for batch in batches:
         yield {"image": to_model_input(batch["image"], spec), "label": batch["label"]}
-
-
-def _augment(batch: dict[str, np.ndarray], padding: int, hflip: bool) -> dict[str, np.ndarray]:
-    """Random crop after edge padding, and random horizontal flip, per image, on uint8 NHWC."""
-    images = batch["image"]
-    rng = np.random.default_rng()
-    count, height, width, _ = images.shape
-    if padding:
-        padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), "edge")
-        tops = rng.integers(0, 2 * padding + 1, count)
-        lefts = rng.integers(0, 2 * padding + 1, count)
-        images = np.stack(
-            [
-                padded[i, top : top + height, left : left + width]
-                for i, (top, left) in enumerate(zip(tops, lefts, strict=True))
-            ]
-        )
-    if hflip:
-        flip = rng.random(count) < 0.5
-        images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-    return {**batch, "image": np.ascontiguousarray(images)}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import Field
+
 from pomona.config import StrictModel
 from pomona.data.manifest import Preprocessing
-from pydantic import Field
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"

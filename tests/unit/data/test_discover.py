@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pomona.data.discover import SourceFile, discover, label_from_name
 from pomona.errors import DatasetError
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import bomb_png, gradient, png_bytes
 from PIL import Image, ImageOps
+
 from pomona.data.images import ImageRejected, preprocess
 from pomona.data.manifest import Preprocessing
 

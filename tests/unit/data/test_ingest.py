@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import bomb_png, gradient, png_bytes, write
 from PIL import Image
+
 from pomona.data import ingest as ingest_module
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from pomona.data.manifest import SplitFractions
 from pomona.data.split import assign_splits
 from pomona.errors import DatasetError

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from pomona.data.manifest import Preprocessing
 from pomona.errors import CheckpointError, ModelNotFoundError
 from pomona.models.artifact import load_model, read_card, save_model
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.zoo import build_model
 from pomona.storage import sha256_file
-from torch import nn
 
 PREPROCESSING = Preprocessing(height=12, width=12, channels=1)
 CLASSES = ["cat", "dog", "eel"]
@@ -69,7 +70,7 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_and_invalid_cards(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="model.json is missing"):
+    with pytest.raises(ModelNotFoundError, match=r"model\.json is missing"):
         load_model(tmp_path)
     (tmp_path / CARD_FILE).write_text('{"architecture": "simple_cnn"}')
     with pytest.raises(CheckpointError, match="classes"):

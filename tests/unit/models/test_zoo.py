@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from pomona.errors import ConfigError
 from pomona.models.zoo import (
     ARCHITECTURES,
@@ -15,7 +17,6 @@ from pomona.models.zoo import (
     split_parameters,
     target_layer,
 )
-from torch import nn
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pomona.config import load_config, validate
 from pomona.errors import ConfigError
 from pomona.models.zoo import ARCHITECTURES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from pomona.models.zoo import build_model, freeze_backbone
 from pomona.train.config import ScheduleConfig, TrainConfig
 from pomona.train.loop import (
@@ -22,7 +25,6 @@ from pomona.train.loop import (
     set_rng_state,
     train_one_epoch,
 )
-from torch import nn
 
 
 def _config(**values: Any) -> TrainConfig:
@@ -57,12 +59,13 @@ def test_cosine_reaches_min_ratio_at_the_end_and_stays_there() -> None:
     assert lrs[0] == pytest.approx(1.0)
     assert lrs[5] == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
     assert lrs[10:] == pytest.approx([0.1] * 3)  # after the last planned step, and past it
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_cosine_starts_after_warmup() -> None:
     lrs = _lrs(ScheduleConfig(name="cosine", warmup_epochs=1), 3, 4, 13)
-    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0 * 0.5 * (1 + math.cos(math.pi / 8))])
+    first_decay = 0.5 * (1 + math.cos(math.pi / 8))  # step 1 of the 8 after warmup
+    assert lrs[:6] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, first_decay])
     assert lrs[12] == pytest.approx(0.0)
 
 

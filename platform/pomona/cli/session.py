@@ -1,0 +1,27 @@
+"""Options every command shares (set by the root callback) and the Ray connection they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Session:
+    """Global CLI options.
+
+    Attributes:
+        address: Ray cluster address, or None for ``RAY_ADDRESS`` / an embedded local Ray.
+        verbose: stream Ray worker logs and pomona's INFO logs to the terminal.
+    """
+
+    address: str | None = None
+    verbose: bool = False
+
+    def connect(self) -> None:
+        """Start or join Ray for a command that needs it."""
+        from pomona.cluster.runtime import ensure_ray
+
+        ensure_ray(self.address, log_to_driver=self.verbose)
+
+
+session = Session()

@@ -1,0 +1,128 @@
+"""``pomona train``: data-parallel fine-tuning on Ray Train."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pomona.cli.console import console, progress_bar
+from pomona.cli.session import session
+from pomona.config import load_config
+from pomona.errors import ConfigError
+
+
+def train_command(
+    config_file: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (optional).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value override, dotted keys; repeatable.")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Ingested dataset directory.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory to create.")] = None,
+    model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Pretrained weights: file, model dir, torchvision:<W>.<m>.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-parallel Ray Train workers.")] = None,
+    freeze_backbone: Annotated[bool | None, typer.Option(help="Train the new head only.")] = None,
+    use_gpu: Annotated[bool | None, typer.Option(help="One GPU per worker.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+) -> None:
+    """Fine-tune a network on an ingested dataset with data-parallel SGD on Ray Train.
+
+    Settings come from CONFIG, then --set, then the flags. Without CONFIG, --data and --out are
+    enough. --resume RUN continues RUN from its last checkpoint (flags and --set may extend it,
+    e.g. --epochs 20).
+    """
+    from pomona.train.config import TrainConfig
+    from pomona.train.run_dir import CONFIG_FILE
+
+    flags = {
+        "data": data,
+        "out": out,
+        "model.architecture": model,
+        "model.weights": weights,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "num_workers": workers,
+        "model.freeze_backbone": freeze_backbone,
+        "use_gpu": use_gpu,
+    }
+    if resume is not None:
+        if config_file is not None:
+            raise ConfigError("--resume reads RUN/config.yaml; do not pass CONFIG as well")
+        config_file, flags["out"] = resume / CONFIG_FILE, str(resume)
+    config = load_config(TrainConfig, config_file, overrides or (), flags)
+    run_and_show(config, resume=resume is not None)
+
+
+def run_and_show(config: object, *, resume: bool) -> list[dict[str, float]]:
+    """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
+    from pomona.train.config import TrainConfig
+    from pomona.train.run_dir import read_metrics
+    from pomona.train.trainer import train
+
+    assert isinstance(config, TrainConfig)
+    run_dir = Path(config.out)
+    session.connect()
+    done = threading.Event()
+    with progress_bar("train") as bar:
+        task = bar.add_task("epochs", total=config.epochs, status="starting workers")
+
+        def watch() -> None:
+            while not done.wait(1.0):
+                rows = read_metrics(run_dir)
+                if rows:
+                    last = rows[-1]
+                    bar.update(
+                        task, completed=len(rows), status=f"val error {last['val_error']:.4f}"
+                    )
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            rows = train(config, resume=resume)
+        finally:
+            done.set()
+            watcher.join()
+        bar.update(task, completed=len(rows), status="done")
+    _print_epochs(rows)
+    best = min(rows, key=lambda r: r["val_error"])
+    console.print(
+        f"best epoch {int(best['epoch'])}: val error {best['val_error']:.4f}; model at "
+        f"{run_dir / 'model.safetensors'}; curves at {run_dir / 'curves.png'}"
+    )
+    return rows
+
+
+def _print_epochs(rows: list[dict[str, float]]) -> None:
+    table = Table("epoch", "train loss", "train err", "val loss", "val err", "lr", "samples/s")
+    for row in rows:
+        table.add_row(
+            str(int(row["epoch"])),
+            f"{row['train_loss']:.4f}",
+            f"{row['train_error']:.4f}",
+            f"{row['val_loss']:.4f}",
+            f"{row['val_error']:.4f}",
+            f"{row['lr']:.4g}",
+            f"{row['samples_per_s']:.0f}",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the root app."""
+    app.command("train")(train_command)

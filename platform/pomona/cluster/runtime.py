@@ -1,0 +1,54 @@
+"""Connecting to Ray: an existing cluster when an address is given, else an embedded local one.
+
+The embedded default keeps every Ray process on loopback (127.0.0.1), sends no usage statistics
+and binds the dashboard to 127.0.0.1; Ray's token authentication stays on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+#: Environment for an embedded local Ray. Ray reads these when it is imported, so
+#: :func:`use_local_ray_defaults` must run before the first ``import ray``.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    """The Ray cluster to join: ``address`` if given, else ``RAY_ADDRESS``, else None (local)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def use_local_ray_defaults(address: str | None = None) -> None:
+    """Set :data:`LOCAL_RAY_ENV` (without overriding the user's values) unless joining a cluster."""
+    if cluster_address(address) is None:
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
+
+
+def ensure_ray(
+    address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False
+) -> None:
+    """Initialise Ray once per process.
+
+    Args:
+        address: a cluster address (``ray://host:10001``, ``host:6379`` or ``auto``); None uses
+            ``RAY_ADDRESS`` if set, else starts a local Ray bound to 127.0.0.1.
+        num_cpus: CPUs of the local Ray (default: all); ignored when joining a cluster.
+        log_to_driver: stream worker logs to this terminal (Ray writes them to its session
+            log directory either way).
+    """
+    use_local_ray_defaults(address)
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cluster_address(address)
+    if address:
+        logger.info("connecting to Ray at %s", address)
+        ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+    ray.data.DataContext.get_current().enable_progress_bars = False

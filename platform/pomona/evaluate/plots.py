@@ -1,0 +1,224 @@
+"""Evaluation and training plots, written as PNG files.
+
+Figures are built as :class:`matplotlib.figure.Figure` objects on an explicit Agg canvas rather
+than through ``pyplot``: nothing is registered in pyplot's global figure list (so nothing leaks
+across many reports in one process) and no GUI backend is ever selected, even where a display
+exists. Each figure is dropped once its PNG is written.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pomona.evaluate.metrics import EvaluationMetrics, calibration_bins
+from pomona.storage import atomic_write_bytes
+
+_DPI = 110
+# Beyond this many classes, per-cell numbers in the confusion matrix overlap and become noise.
+_ANNOTATE_MAX_CLASSES = 20
+_LABEL_MAX_CHARS = 24
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    figure = Figure(figsize=(width_in, height_in), dpi=_DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.clear()
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _label(name: str) -> str:
+    """A class name fit for a tick label: shortened, and ``$`` escaped so that a folder name
+    is never parsed as mathtext (which can fail to render)."""
+    short = name if len(name) <= _LABEL_MAX_CHARS else name[: _LABEL_MAX_CHARS - 1] + "…"
+    return short.replace("$", r"\$")
+
+
+def _tick_fontsize(n: int) -> float:
+    return float(np.clip(14 - n / 5, 6, 10))
+
+
+def plot_confusion(metrics: EvaluationMetrics, path: str | Path, normalize: bool) -> Path:
+    """Draw the confusion matrix as a heat map (rows: true class, columns: predicted).
+
+    Args:
+        metrics: evaluation result.
+        path: PNG file to write (parent folders are created).
+        normalize: show each row as fractions of that class's samples instead of counts.
+
+    Returns:
+        ``path``.
+    """
+    counts = np.asarray(metrics.confusion_matrix, dtype=np.float64)
+    n = metrics.num_classes
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    else:
+        values = counts
+    side = float(np.clip(2.5 + 0.28 * n, 5, 16))
+    figure = _new_figure(side + 1.2, side)
+    axes = figure.add_subplot()
+    image = axes.imshow(
+        values, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest"
+    )
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    labels = [_label(c) for c in metrics.classes]
+    fontsize = _tick_fontsize(n)
+    axes.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
+    axes.set_yticks(range(n), labels, fontsize=fontsize)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    kind = "row-normalised" if normalize else "counts"
+    axes.set_title(f"Confusion matrix ({kind}), top-1 error {metrics.top1_error:.2%}")
+    if n <= _ANNOTATE_MAX_CLASSES:
+        threshold = values.max() / 2 if values.max() > 0 else 1
+        for (row, col), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            color = "white" if value > threshold else "black"
+            axes.text(col, row, text, ha="center", va="center", color=color, fontsize=fontsize - 1)
+    return _save(figure, path)
+
+
+def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
+    """Draw precision, recall and F1 of every class as grouped horizontal bars.
+
+    Horizontal bars keep class names readable (no rotated labels) with up to ~50 classes.
+
+    Args:
+        metrics: evaluation result.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        ``path``.
+    """
+    n = metrics.num_classes
+    figure = _new_figure(8, float(np.clip(1.5 + 0.32 * n, 3.5, 20)))
+    axes = figure.add_subplot()
+    rows = np.arange(n)
+    height = 0.27
+    for offset, (key, color) in enumerate(
+        (("precision", "#4c72b0"), ("recall", "#dd8452"), ("f1", "#55a868"))
+    ):
+        values = [getattr(metrics.per_class[c], key) for c in metrics.classes]
+        axes.barh(rows + (offset - 1) * height, values, height=height, label=key, color=color)
+    labels = [f"{_label(c)} (n={metrics.per_class[c].support})" for c in metrics.classes]
+    axes.set_yticks(rows, labels, fontsize=_tick_fontsize(n))
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("score")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    macro = metrics.macro_avg
+    axes.set_title(
+        f"Per-class scores (macro P {macro.precision:.2f} / R {macro.recall:.2f} / "
+        f"F1 {macro.f1:.2f})"
+    )
+    return _save(figure, path)
+
+
+def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) -> Path:
+    """Draw a reliability diagram: accuracy against top-1 confidence per bin, with the diagonal.
+
+    The lower panel shows how many samples fall in each confidence bin, since a large gap in a
+    nearly empty bin matters little.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        probs: predicted probabilities, shape (N, C).
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        ``path``.
+    """
+    bins = calibration_bins(y_true, probs)
+    centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+    width = bins.edges[1] - bins.edges[0]
+    filled = bins.count > 0
+
+    figure = _new_figure(6, 7)
+    top, bottom = figure.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
+    )
+    top.bar(
+        centres[filled],
+        bins.accuracy[filled],
+        width=width,
+        edgecolor="black",
+        color="#4c72b0",
+        label="accuracy",
+    )
+    top.bar(
+        centres[filled],
+        bins.confidence[filled] - bins.accuracy[filled],
+        bottom=bins.accuracy[filled],
+        width=width,
+        edgecolor="#c44e52",
+        color="#c44e52",
+        alpha=0.3,
+        hatch="//",
+        label="gap to confidence",
+    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"Reliability diagram (ECE {bins.ece:.3f}, {len(bins.edges) - 1} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, bins.count, width=width, edgecolor="black", color="gray")
+    bottom.set_xlabel("confidence (top-1 probability)")
+    bottom.set_ylabel("samples")
+    return _save(figure, path)
+
+
+_CURVE_KEYS = ("epoch", "train_loss", "train_error", "val_loss", "val_error")
+
+
+def plot_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Draw training curves: train vs. validation error (top) and loss (bottom) by epoch.
+
+    Args:
+        rows: one mapping per epoch with keys ``epoch``, ``train_loss``, ``train_error``,
+            ``val_loss`` and ``val_error`` (extra keys are ignored).
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: ``rows`` is empty or a row lacks one of the keys.
+    """
+    if not rows:
+        raise ValueError("plot_curves needs at least one epoch row")
+    for index, row in enumerate(rows):
+        missing = [key for key in _CURVE_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"row {index} lacks {missing}; each row needs {list(_CURVE_KEYS)}")
+    epochs = [row["epoch"] for row in rows]
+    figure = _new_figure(7, 6.5)
+    error_axes, loss_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.1})
+    for axes, metric in ((error_axes, "error"), (loss_axes, "loss")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = [row[f"{split}_{metric}"] for row in rows]
+            axes.plot(epochs, values, style, markersize=3, label=f"{split} {metric}")
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    error_axes.set_ylim(bottom=0)
+    error_axes.set_title("Training curves")
+    loss_axes.set_xlabel("epoch")
+    return _save(figure, path)

@@ -1,0 +1,96 @@
+"""The run directory: its layout, the per-epoch metrics file and the best model.
+
+```
+RUN/config.yaml         the resolved TrainConfig (what --resume re-reads)
+RUN/metrics.csv         one row per epoch, rewritten atomically
+RUN/curves.png          training vs validation error and loss by epoch
+RUN/model.safetensors   weights of the best epoch by validation error
+RUN/model.json          its model card
+RUN/checkpoints/        Ray Train's storage: per-epoch checkpoints and run state
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
+from pomona.storage import atomic_write_text
+from pomona.train.config import TrainConfig
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+CHECKPOINTS = "checkpoints"
+METRIC_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_error",
+    "val_loss",
+    "val_error",
+    "lr",
+    "samples_per_s",
+    "epoch_time_s",
+    "attempt",
+)
+
+
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    """Save the resolved config as YAML."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(run_dir / CONFIG_FILE, text)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Rows of ``metrics.csv`` as floats, ordered by epoch; [] when there are none yet."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def record_epoch(run_dir: Path, row: Mapping[str, float]) -> list[dict[str, float]]:
+    """Insert or replace the row of ``row["epoch"]`` and rewrite ``metrics.csv`` atomically.
+
+    Keyed by epoch, so an epoch re-run after a failure replaces its row instead of duplicating it.
+    """
+    rows = {int(r["epoch"]): r for r in read_metrics(run_dir)}
+    rows[int(row["epoch"])] = {k: float(row[k]) for k in METRIC_COLUMNS}
+    ordered = [rows[e] for e in sorted(rows)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for item in ordered:
+        writer.writerow({k: _format(item[k]) for k in METRIC_COLUMNS})
+    atomic_write_text(run_dir / METRICS_FILE, buffer.getvalue())
+    return ordered
+
+
+def best_val_error(run_dir: Path) -> float:
+    """Validation error of the best model saved in the run so far (inf when none)."""
+    from pomona.models.artifact import read_card
+
+    if not (run_dir / CARD_FILE).is_file():
+        return math.inf
+    return read_card(run_dir).metrics.get("val_error", math.inf)
+
+
+def publish_model(source_dir: Path, run_dir: Path) -> None:
+    """Copy a checkpoint's model files into the run directory, weights first, card last."""
+    for name in (WEIGHTS_FILE, CARD_FILE):
+        tmp = run_dir / f".{name}.tmp"
+        shutil.copyfile(source_dir / name, tmp)
+        tmp.replace(run_dir / name)
+
+
+def _format(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"

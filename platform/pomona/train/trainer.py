@@ -1,0 +1,255 @@
+"""Ray Train wiring for ``pomona train``: data-parallel SGD over the Parquet dataset.
+
+The driver validates the config, writes it to the run directory and starts a ``TorchTrainer``.
+Each worker builds the model, reads its shard of the train and validation splits through Ray
+Data, trains with DDP (gloo on CPU, nccl on GPU), all-reduces the epoch statistics and reports
+them; rank 0 attaches a checkpoint (model files + optimizer/scheduler/RNG state). A callback in the
+Ray Train controller keeps ``metrics.csv``, ``curves.png`` and the best model in the run
+directory up to date. Worker failures restart the workers from the last checkpoint; re-running
+with the same run directory (``--resume``) continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
+
+from pomona.data.loader import read_split, torch_batches
+from pomona.data.manifest import Manifest
+from pomona.data.shards import MANIFEST_FILE, read_manifest
+from pomona.errors import ConfigError
+from pomona.models.artifact import save_model
+from pomona.models.weights import apply_pretrained, load_state_dict_file
+from pomona.models.zoo import build_model, freeze_backbone, unwrap
+from pomona.storage import sha256_file
+from pomona.train import run_dir as rundir
+from pomona.train.config import TrainConfig
+from pomona.train.loop import (
+    EpochStats,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    train_one_epoch,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATE_FILE = "train_state.pt"
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]]:
+    """Run (or resume) training and return the per-epoch metrics rows.
+
+    Ray must already be initialised (see :func:`pomona.cluster.runtime.ensure_ray`).
+
+    Raises:
+        ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
+            ``resume`` is True.
+        DatasetError: the dataset cannot be read.
+    """
+    run_dir = Path(config.out).resolve()
+    if resume and not (run_dir / rundir.CONFIG_FILE).is_file():
+        raise ConfigError(f"cannot resume: {run_dir} holds no {rundir.CONFIG_FILE}")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} already exists; continue it with `pomona train --resume "
+            f"{config.out}` or choose another --out"
+        )
+    manifest = read_manifest(config.data)
+    dataset_sha256 = sha256_file(Path(config.data) / MANIFEST_FILE)
+    rundir.write_config(run_dir, config)
+    cpus_per_worker = config.cpus_per_worker or auto_cpus_per_worker(
+        ray.cluster_resources().get("CPU", 1.0), config.num_workers
+    )
+
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "manifest": manifest.model_dump(mode="json"),
+            "dataset_sha256": dataset_sha256,
+            "default_threads": max(1, int(cpus_per_worker)),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker},
+        ),
+        datasets={
+            "train": read_split(
+                config.data, "train", manifest=manifest, augmentation=config.augment
+            ),
+            "val": read_split(config.data, "val", manifest=manifest),
+        },
+        run_config=RunConfig(
+            name=rundir.CHECKPOINTS,
+            storage_path=str(run_dir),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
+            callbacks=[RunDirectoryCallback(str(run_dir))],
+        ),
+    )
+    trainer.fit()
+    return rundir.read_metrics(run_dir)
+
+
+def auto_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
+    """CPUs each worker reserves so that one CPU stays free for Ray Data's read tasks.
+
+    Without a free CPU the workers wait forever for batches that no task can be scheduled to
+    read. Reservations are logical: a worker still runs ``threads_per_worker`` torch threads.
+    """
+    spare = max(cluster_cpus - 1.0, 0.5)
+    return round(min(1.0, spare / num_workers), 3)
+
+
+class RunDirectoryCallback(UserCallback):
+    """Runs in the Ray Train controller: after each report, record the epoch's metrics, redraw
+    the curves and publish the checkpoint's model if it has the best validation error so far."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        from pomona.evaluate.plots import plot_curves
+
+        run_dir = Path(self.run_dir)
+        row = metrics[0]
+        rows = rundir.record_epoch(run_dir, row)
+        plot_curves(rows, run_dir / rundir.CURVES_FILE)
+        if checkpoint is not None and row["val_error"] < rundir.best_val_error(run_dir):
+            with checkpoint.as_directory() as directory:
+                rundir.publish_model(Path(directory), run_dir)
+        logger.info(
+            "epoch %d: train loss %.4f error %.4f | val loss %.4f error %.4f | %.0f samples/s",
+            row["epoch"],
+            row["train_loss"],
+            row["train_error"],
+            row["val_loss"],
+            row["val_error"],
+            row["samples_per_s"],
+        )
+
+
+def _train_worker(payload: dict[str, Any]) -> None:
+    """The per-worker training loop (runs in every Ray Train worker)."""
+    config = TrainConfig.model_validate(payload["config"])
+    manifest = Manifest.model_validate(payload["manifest"])
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    torch.set_num_threads(config.threads_per_worker or payload["default_threads"])
+    seed_everything(config.seed)
+    device = ray.train.torch.get_device()
+    architecture = config.model.architecture
+
+    model = build_model(architecture, manifest.num_classes, manifest.preprocessing.channels)
+    checkpoint = ray.train.get_checkpoint()
+    if config.model.weights and checkpoint is None:
+        report = apply_pretrained(model, architecture, load_state_dict_file(config.model.weights))
+        logger.info("pretrained weights from %s: %s", config.model.weights, report)
+    if config.model.freeze_backbone:
+        freeze_backbone(model, architecture)
+    optimizer = build_optimizer(model, architecture, config)
+    train_rows = manifest.splits["train"].rows // world
+    steps_per_epoch = max(1, math.ceil(train_rows / config.worker_batch_size))
+    scheduler = build_scheduler(optimizer, config.schedule, config.epochs, steps_per_epoch)
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    start_epoch, attempt = 1, 1
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / _STATE_FILE, map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, attempt = state["epoch"] + 1, state["attempt"] + 1
+        logger.info("resumed from the checkpoint of epoch %d", state["epoch"])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    spec = manifest.preprocessing
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        batches = torch_batches(
+            train_shard,
+            config.worker_batch_size,
+            spec,
+            device,
+            shuffle_buffer=4 * config.worker_batch_size,
+            seed=config.seed + epoch,
+        )
+        train_stats = _all_reduce(
+            train_one_epoch(model, batches, optimizer, scheduler, loss_fn, device), device
+        )
+        elapsed = time.perf_counter() - started
+        val_batches = torch_batches(val_shard, config.worker_batch_size, spec, device)
+        val_stats = _all_reduce(evaluate(model, val_batches, loss_fn, device), device)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_stats.loss,
+            "train_error": train_stats.error,
+            "val_loss": val_stats.loss,
+            "val_error": val_stats.error,
+            "lr": optimizer.param_groups[-1]["lr"],
+            "samples_per_s": train_stats.count / elapsed,
+            "epoch_time_s": elapsed,
+            "attempt": attempt,
+        }
+        due = epoch % config.checkpoint.frequency == 0 or epoch == config.epochs
+        if due and context.get_world_rank() == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                save_model(
+                    directory,
+                    unwrap(model),
+                    architecture=architecture,
+                    classes=manifest.classes,
+                    preprocessing=spec,
+                    metrics=metrics,
+                    training=payload["config"],
+                    dataset_sha256=payload["dataset_sha256"],
+                )
+                torch.save(
+                    {
+                        "model": unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng_state(),
+                        "epoch": epoch,
+                        "attempt": attempt,
+                    },
+                    Path(directory) / _STATE_FILE,
+                )
+                ray.train.report(
+                    metrics,
+                    checkpoint=ray.train.Checkpoint.from_directory(directory),
+                    checkpoint_dir_name=f"epoch-{epoch:04d}",
+                )
+        else:
+            ray.train.report(metrics)
+
+
+def _all_reduce(stats: EpochStats, device: torch.device) -> EpochStats:
+    """Sum an epoch's statistics over all workers (a no-op for a single worker)."""
+    if not dist.is_available() or not dist.is_initialized():
+        return stats
+    tensor = stats.to_tensor(device)
+    dist.all_reduce(tensor)
+    return EpochStats.from_tensor(tensor.cpu())
