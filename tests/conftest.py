@@ -22,12 +22,12 @@ from pomona.data.manifest import Preprocessing
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """One local Ray for the whole test session, shut down at the end."""
+    """One local Ray (2 CPUs, on loopback) for the whole test session, shut down at the end."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    from pomona.cluster.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2, log_to_driver=True)
     yield
     ray.shutdown()
 

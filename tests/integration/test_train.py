@@ -1,0 +1,154 @@
+"""Ray Train end to end: accuracy, 1 vs 2 workers, fault tolerance, resume, transfer learning."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pomona.data.demo import write_digits
+from pomona.data.ingest import IngestConfig, ingest
+from pomona.data.manifest import Preprocessing
+from pomona.errors import ConfigError
+from pomona.train.config import TrainConfig
+from pomona.train.run_dir import read_metrics
+from pomona.train.trainer import train
+
+pytestmark = pytest.mark.ray
+
+SPEC = Preprocessing(height=16, width=16, channels=1)
+
+
+def ingest_digits(src: Path, out: Path, keep: set[str] | None = None) -> Path:
+    if keep is not None:
+        for folder in src.iterdir():
+            if folder.name not in keep:
+                shutil.rmtree(folder)
+    ingest(IngestConfig(src=src, out=out, preprocessing=SPEC, workers=1, seed=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def all_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("all-digits")
+    write_digits(root / "images", size=16)
+    return ingest_digits(root / "images", root / "dataset")
+
+
+def config(data: Path, out: Path, **updates: object) -> TrainConfig:
+    base = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 6,
+        "batch_size": 32,
+        "learning_rate": 0.1,
+        "num_workers": 2,
+        "seed": 0,
+    }
+    return TrainConfig.model_validate({**base, **updates})
+
+
+def test_two_workers_reach_95_percent_like_one_worker(
+    ray_session: None, all_digits: Path, tmp_path: Path
+) -> None:
+    two = train(config(all_digits, tmp_path / "two"))
+    assert [int(r["epoch"]) for r in two] == [1, 2, 3, 4, 5, 6]
+    assert two[-1]["val_error"] <= 0.05
+    for name in ("model.safetensors", "model.json", "curves.png", "metrics.csv", "config.yaml"):
+        assert (tmp_path / "two" / name).is_file()
+
+    one = train(config(all_digits, tmp_path / "one", num_workers=1))
+    # Same global batch: the curves agree up to data order and per-worker BatchNorm statistics.
+    for a, b in zip(one[2:], two[2:], strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) <= 0.25 * max(
+            a["train_loss"], b["train_loss"]
+        )
+    assert abs(one[-1]["val_error"] - two[-1]["val_error"]) <= 0.03
+
+
+def _train_worker_pids() -> list[int]:
+    """PIDs of RayTrainWorker processes descended from this test process (ours to kill)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                    found.append(child)
+            except OSError:
+                continue
+    return found
+
+
+def test_killed_worker_is_replaced_and_resumes_from_checkpoint(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = config(digits_dataset, run, epochs=5, learning_rate=0.05)
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("rows", train(cfg)))
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not read_metrics(run) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert read_metrics(run), "training produced no epoch in time"
+    pids = _train_worker_pids()
+    assert len(pids) == 2
+    os.kill(pids[-1], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+
+    rows = read_metrics(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]  # none lost, none duplicated
+    attempts = [int(r["attempt"]) for r in rows]
+    assert attempts[0] == 1 and attempts[-1] == 2  # one restart happened
+    restarted_at = attempts.index(2) + 1
+    assert restarted_at >= 2  # resumed from a checkpoint, not from scratch
+    assert result["rows"] == rows
+
+
+def test_resume_continues_an_existing_run(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(config(digits_dataset, run, epochs=2, num_workers=1))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(config(digits_dataset, run, epochs=2, num_workers=1))
+    rows = train(config(digits_dataset, run, epochs=3, num_workers=1), resume=True)
+    assert [(int(r["epoch"]), int(r["attempt"])) for r in rows] == [(1, 1), (2, 1), (3, 2)]
+    with pytest.raises(ConfigError, match="cannot resume"):
+        train(config(digits_dataset, tmp_path / "never", num_workers=1), resume=True)
+
+
+def test_transfer_learning_beats_random_init(ray_session: None, tmp_path: Path) -> None:
+    write_digits(tmp_path / "low", size=16)
+    write_digits(tmp_path / "high", size=16)
+    low = ingest_digits(tmp_path / "low", tmp_path / "ds-low", keep={"0", "1", "2", "3", "4"})
+    high = ingest_digits(tmp_path / "high", tmp_path / "ds-high", keep={"5", "6", "7", "8", "9"})
+    train(config(low, tmp_path / "pretrain", epochs=4, num_workers=1))
+
+    budget = {
+        "epochs": 1,
+        "num_workers": 1,
+        "learning_rate": 0.05,
+        "schedule": {"name": "constant"},
+    }
+    scratch = train(config(high, tmp_path / "scratch", **budget))
+    tuned = train(
+        config(high, tmp_path / "tuned", model={"weights": str(tmp_path / "pretrain")}, **budget)
+    )
+    assert tuned[-1]["val_error"] < scratch[-1]["val_error"]
