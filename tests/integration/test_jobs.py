@@ -1,0 +1,41 @@
+"""jobs/train.py runs as a Ray job submitted through the Jobs API (as on a cluster)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pomona.train.run_dir import read_metrics
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_train_job_submitted_through_jobs_api(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    from ray._private.worker import get_dashboard_url
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(f"http://{get_dashboard_url()}")
+    run = tmp_path / "run"
+    job = client.submit_job(
+        entrypoint=(
+            f"{sys.executable} {REPO / 'jobs' / 'train.py'} --data {digits_dataset} --out {run} "
+            "--epochs 1 --workers 1 --batch-size 32"
+        ),
+    )
+    deadline = time.monotonic() + 300
+    status = client.get_job_status(job)
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(1)
+        status = client.get_job_status(job)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs
+    assert [int(r["epoch"]) for r in read_metrics(run)] == [1]
+    assert (run / "model.safetensors").is_file()
+    assert "best epoch 1" in logs
