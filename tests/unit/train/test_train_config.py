@@ -85,3 +85,12 @@ def test_overrides_reach_nested_fields() -> None:
     )
     assert cfg.schedule.name == "step"
     assert cfg.model.backbone_lr_scale == 0.1
+
+
+def test_auto_cpus_per_worker_leaves_one_cpu_for_data() -> None:
+    from pomona.train.trainer import auto_cpus_per_worker
+
+    assert auto_cpus_per_worker(2, 2) == 0.5
+    assert auto_cpus_per_worker(2, 1) == 1.0
+    assert auto_cpus_per_worker(16, 4) == 1.0
+    assert auto_cpus_per_worker(1, 1) == 0.5

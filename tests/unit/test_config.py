@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pomona.config import load_config, parse_overrides
+from pomona.errors import ConfigError
+from pomona.train.config import TrainConfig
+
+
+def test_parse_overrides_nests_and_types_values() -> None:
+    assert parse_overrides(["a.b=1", "a.c=0.5", "d=true", "e=x", "f=[1, 2]"]) == {
+        "a": {"b": 1, "c": 0.5},
+        "d": True,
+        "e": "x",
+        "f": [1, 2],
+    }
+
+
+@pytest.mark.parametrize("pair", ["novalue", "=3", " =3"])
+def test_parse_overrides_rejects_malformed(pair: str) -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides([pair])
+
+
+def test_precedence_file_then_set_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: d\nout: o\nepochs: 3\nlearning_rate: 0.2\nmodel: {architecture: resnet18}\n"
+    )
+    config = load_config(
+        TrainConfig, path, ["epochs=4", "learning_rate=0.3"], {"learning_rate": 0.4, "seed": None}
+    )
+    assert (config.epochs, config.learning_rate, config.seed) == (4, 0.4, 0)
+    assert config.model.architecture == "resnet18"
+
+
+def test_errors_name_the_key_and_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(TrainConfig, None, ["data=d", "out=o", "epochs=0", "model.architecture=vgg"])
+    message = str(error.value)
+    assert "epochs" in message and "(got 0)" in message
+    assert "unknown architecture 'vgg'" in message and "resnet18" in message
+    with pytest.raises(ConfigError, match="typo"):
+        load_config(TrainConfig, None, ["data=d", "out=o", "typo=1"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(TrainConfig, tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(TrainConfig, tmp_path / "list.yaml")
