@@ -15,7 +15,7 @@ import click
 import typer
 
 from pomona import log
-from pomona.cli import data, models, train
+from pomona.cli import data, evaluate, models, registry, train
 from pomona.cli.console import err_console
 from pomona.cli.session import session
 from pomona.cluster.runtime import use_local_ray_defaults
@@ -46,14 +46,14 @@ def _root(
     use_local_ray_defaults(address)
 
 
-for module in (data, models, train):
+for module in (data, models, train, evaluate, registry):
     module.register(app)
 
 
-def main() -> None:
-    """Console-script entrypoint."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entrypoint; ``argv`` defaults to ``sys.argv[1:]`` (jobs/ pass their own)."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False)
     except PomonaError as error:
         err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
         sys.exit(2)

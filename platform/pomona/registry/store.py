@@ -38,18 +38,19 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import posixpath
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import pyarrow.fs as pafs
-from pydantic import Field, PositiveInt, ValidationError
+from pydantic import Field, FiniteFloat, PositiveInt, ValidationError
 
 from pomona.config import StrictModel, format_validation_error
 from pomona.errors import CheckpointError, ModelNotFoundError, RegistryError
@@ -83,6 +84,9 @@ class ModelVersion(StrictModel):
         architecture: the card's architecture key.
         classes: the card's class names.
         metrics: the card's metrics at registration time.
+        evaluation: held-out metrics given at registration, keyed with their split as a
+            prefix (e.g. ``test_top1_error``, ``test_top5_error``, ``test_ece``); empty when
+            the version was registered without an evaluation.
         dataset_sha256: the card's dataset checksum, if any.
         source: the model directory it was registered from.
     """
@@ -95,6 +99,7 @@ class ModelVersion(StrictModel):
     architecture: str
     classes: list[str]
     metrics: dict[str, float] = Field(default_factory=dict)
+    evaluation: dict[str, FiniteFloat] = Field(default_factory=dict)
     dataset_sha256: str | None = None
     source: str | None = None
 
@@ -400,22 +405,35 @@ class Registry:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def register(self, model_dir: Path, name: str) -> ModelVersion:
+    def register(
+        self,
+        model_dir: Path,
+        name: str,
+        evaluation: Mapping[str, float] | None = None,
+    ) -> ModelVersion:
         """Publish a model directory as the next version of ``name``.
 
         Args:
             model_dir: local directory with ``model.safetensors`` and ``model.json``.
             name: model name (see :data:`pomona.registry.names.NAME_RULE`).
+            evaluation: held-out metrics to record with the version, keyed with their split
+                as a prefix (see
+                :meth:`pomona.evaluate.report.EvaluationReport.headline_metrics`).
 
         Returns:
             The published version.
 
         Raises:
-            RegistryError: ``name`` breaks the naming rule.
+            RegistryError: ``name`` breaks the naming rule, or an ``evaluation`` value is not
+                a finite number.
             CheckpointError: ``model_dir`` is not a valid model directory, or a file changed
                 while it was being copied.
         """
         validate_name(name)
+        # Checked before a version number is claimed, so a bad value leaves no trace.
+        bad = {k: v for k, v in (evaluation or {}).items() if not math.isfinite(v)}
+        if bad:
+            raise RegistryError(f"evaluation metrics must be finite numbers, got {bad}")
         model_dir = Path(model_dir)
         card, hashes = check_model_dir(model_dir)
         self._fs.create_dir(self._path(name, _VERSIONS), recursive=True)
@@ -435,6 +453,7 @@ class Registry:
                 architecture=card.architecture,
                 classes=card.classes,
                 metrics=card.metrics,
+                evaluation=dict(evaluation or {}),
                 dataset_sha256=card.dataset_sha256,
                 source=str(model_dir.resolve()),
             )

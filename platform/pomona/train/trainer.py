@@ -30,7 +30,8 @@ from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, read_manifest
 from pomona.errors import ConfigError
 from pomona.models.artifact import save_model
-from pomona.models.weights import apply_pretrained, load_state_dict_file
+from pomona.models.resolve import resolve_model
+from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
 from pomona.models.zoo import build_model, freeze_backbone, unwrap
 from pomona.storage import sha256_file
 from pomona.train import run_dir as rundir
@@ -69,6 +70,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
             f"run directory {run_dir} already exists; continue it with `pomona train --resume "
             f"{config.out}` or choose another --out"
         )
+    config = _with_local_weights(config)
     manifest = read_manifest(config.data)
     dataset_sha256 = sha256_file(Path(config.data) / MANIFEST_FILE)
     rundir.write_config(run_dir, config)
@@ -105,6 +107,16 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
     )
     trainer.fit()
     return rundir.read_metrics(run_dir)
+
+
+def _with_local_weights(config: TrainConfig) -> TrainConfig:
+    """Resolve a registry reference in ``model.weights`` (``name@alias``) to its local directory;
+    files, directories and ``torchvision:`` names are left as they are."""
+    weights = config.model.weights
+    if weights is None or weights.startswith(TORCHVISION_PREFIX) or Path(weights).exists():
+        return config
+    model = config.model.model_copy(update={"weights": str(resolve_model(weights))})
+    return config.model_copy(update={"model": model})
 
 
 def auto_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:

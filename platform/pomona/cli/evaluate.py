@@ -1,0 +1,198 @@
+"""``pomona evaluate``, ``pomona predict`` and ``pomona explain``.
+
+MODEL is a run directory, a model directory, one of its two files or a registry reference
+(``name``, ``name:N``, ``name@alias``), resolved by :func:`pomona.models.resolve.resolve_model`.
+``evaluate`` runs on Ray Data; ``predict`` and ``explain`` run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Column, Table
+
+from pomona.cli.console import console, progress_bar
+from pomona.cli.session import session
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pomona.evaluate.report import EvaluationReport
+    from pomona.models.card import ModelCard
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Run or model directory, model.safetensors/model.json, or registry reference "
+        "(name, name:N, name:latest, name@alias).",
+        show_default=False,
+    ),
+]
+RegistryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Registry for MODEL references (default: $POMONA_REGISTRY, else ~/.pomona/registry).",
+    ),
+]
+ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
+
+
+def _model_dir(model: str, registry: str | None) -> Path:
+    from pomona.models.resolve import resolve_model
+    from pomona.registry.store import Registry
+
+    return resolve_model(model, Registry(registry))
+
+
+def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
+    from pomona.models.artifact import load_model
+
+    return load_model(_model_dir(model, registry), "cpu")
+
+
+def evaluate_command(
+    model: ModelArgument,
+    data: Annotated[Path, typer.Option(help="Ingested dataset directory.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option(help="Report directory to write (replaced if it holds a report).")
+    ],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    top_k: Annotated[int, typer.Option(min=1, help="k of the top-k error.")] = 5,
+    gallery: Annotated[
+        int, typer.Option(min=0, help="Most confident mistakes shown with Grad-CAM.")
+    ] = 24,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per inference batch.")] = 256,
+    use_gpu: Annotated[bool, typer.Option(help="One GPU per inference actor.")] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""
+    from pomona.evaluate.html import REPORT_FILE
+    from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
+
+    model_dir = _model_dir(model, registry)
+    with progress_bar("evaluate") as bar:
+        task = bar.add_task("predict", total=None, status="")
+
+        def update(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        report = evaluate_model(
+            model_dir,
+            data,
+            out,
+            split=split,
+            top_k=top_k,
+            gallery_size=gallery,
+            batch_size=batch_size,
+            use_gpu=use_gpu,
+            model_name=model,
+            connect=session.connect,
+            progress=update,
+        )
+    _print_report(report)
+    mistakes = report.count - report.correct
+    console.print(
+        f"report: {out / REPORT_FILE} ({min(gallery, mistakes)} of {mistakes} mistakes shown; "
+        f"all in {out / MISCLASSIFIED_CSV})",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _print_report(report: EvaluationReport) -> None:
+    console.print(
+        f"{report.model.reference} ({report.model.architecture}) on {report.split} of "
+        f"{report.dataset}: {report.count} samples, {report.num_classes} classes",
+        soft_wrap=True,
+        markup=False,
+    )
+    console.print(
+        f"top-1 error {report.top1_error:.2%}   top-{report.k} error {report.topk_error:.2%}   "
+        f"ECE {report.ece:.4f}"
+    )
+    table = Table("class", "precision", "recall", "F1", "support")
+    for name in report.classes:
+        row = report.per_class[name]
+        table.add_row(
+            escape(name),
+            f"{row.precision:.3f}",
+            f"{row.recall:.3f}",
+            f"{row.f1:.3f}",
+            str(row.support),
+        )
+    table.add_section()
+    for label, avg in (("macro avg", report.macro_avg), ("weighted avg", report.weighted_avg)):
+        table.add_row(
+            label, f"{avg.precision:.3f}", f"{avg.recall:.3f}", f"{avg.f1:.3f}", str(report.count)
+        )
+    console.print(table)
+
+
+def predict_command(
+    model: ModelArgument,
+    images: ImagesArgument,
+    top_k: Annotated[int, typer.Option(min=1, help="Classes to show per file.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """Print the top-k classes of each image file with their probabilities."""
+    from pomona.evaluate.explain import predict_files
+
+    network, card = _load(model, registry)
+    predictions = predict_files(network, card, images, top_k)
+    if as_json:
+        payload = [
+            {
+                "path": str(p.path),
+                "predictions": [
+                    {"label": label, "score": score}
+                    for label, score in zip(p.labels, p.scores, strict=True)
+                ],
+            }
+            for p in predictions
+        ]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    shown = min(top_k, card.num_classes)
+    table = Table(Column("file", overflow="fold"), *(f"#{rank}" for rank in range(1, shown + 1)))
+    for p in predictions:
+        table.add_row(
+            escape(str(p.path)),
+            *(
+                escape(f"{label} {score:.1%}")
+                for label, score in zip(p.labels, p.scores, strict=True)
+            ),
+        )
+    console.print(table)
+
+
+def explain_command(
+    model: ModelArgument,
+    images: ImagesArgument,
+    out: Annotated[Path, typer.Option(help="Directory for the heat-map overlays.")],
+    registry: RegistryOption = None,
+) -> None:
+    """Write a Grad-CAM overlay per image showing where MODEL looked for its prediction."""
+    from pomona.evaluate.explain import explain_files, predict_files
+
+    network, card = _load(model, registry)
+    predictions = predict_files(network, card, images, top_k=1)
+    written = explain_files(network, card, card.architecture, images, out)
+    for prediction, path in zip(predictions, written, strict=True):
+        console.print(
+            f"{prediction.path}: {prediction.label} ({prediction.score:.1%}) -> {path}",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the root app."""
+    app.command("evaluate")(evaluate_command)
+    app.command("predict")(predict_command)
+    app.command("explain")(explain_command)

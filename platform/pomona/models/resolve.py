@@ -1,0 +1,66 @@
+"""Turn what a user typed as MODEL into a local model directory.
+
+Every command that reads a model accepts the same forms: a run directory, a model directory or a
+registry version directory (anything holding ``model.json``), one of the two model files, or a
+registry reference (``name``, ``name:N``, ``name:latest``, ``name@alias``). Paths win over
+registry names, so ``./cats`` always means the folder even when a model ``cats`` is registered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pomona.errors import ModelNotFoundError, RegistryError
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
+from pomona.registry.names import parse_ref
+from pomona.registry.store import Registry
+
+_FORMS = (
+    "pass a run or model directory, its model.safetensors or model.json, or a registry "
+    "reference name, name:N, name:latest or name@alias"
+)
+
+
+def resolve_model(reference: str, registry: Registry | None = None) -> Path:
+    """Find the local model directory ``reference`` stands for.
+
+    Args:
+        reference: a directory holding ``model.json``, a ``model.safetensors``/``model.json``
+            file, or a registry reference.
+        registry: where registry references are looked up; None uses the default registry
+            (``$POMONA_REGISTRY`` or ``~/.pomona/registry``).
+
+    Returns:
+        A directory with ``model.safetensors`` and ``model.json``. A registry version has had
+        its files checked against the checksums recorded at registration.
+
+    Raises:
+        ModelNotFoundError: ``reference`` is neither an existing model path nor a registered
+            model; the message says what was tried.
+        CheckpointError: a registry version's files no longer match their checksums.
+    """
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        if (path / CARD_FILE).is_file():
+            return path
+        raise ModelNotFoundError(f"{path} is a directory without {CARD_FILE}; {_FORMS}")
+    if path.is_file():
+        if path.name in (WEIGHTS_FILE, CARD_FILE):
+            return path.parent
+        raise ModelNotFoundError(
+            f"{path} is neither {WEIGHTS_FILE} nor {CARD_FILE} of a model directory; {_FORMS}"
+        )
+    registry = registry if registry is not None else Registry()
+    try:
+        ref = parse_ref(reference)
+    except RegistryError as error:
+        raise ModelNotFoundError(
+            f"model {reference!r} not found: no such file or directory, and not a registry "
+            f"reference ({error})"
+        ) from None
+    try:
+        return registry.local_path(ref)
+    except ModelNotFoundError as error:
+        raise ModelNotFoundError(
+            f"model {reference!r} not found: no such file or directory, and {error}"
+        ) from None

@@ -1,0 +1,104 @@
+"""MODEL arguments: directories, model files and registry references, with clear failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pomona.data.manifest import Preprocessing
+from pomona.errors import CheckpointError, ModelNotFoundError
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from pomona.models.resolve import resolve_model
+from pomona.registry import Registry
+from pomona.storage import sha256_bytes
+
+
+def model_dir(path: Path, seed: int = 0) -> Path:
+    """A model directory the registry accepts: weights bytes and a card with their checksum."""
+    path.mkdir(parents=True)
+    weights = bytes([seed]) * 16
+    (path / WEIGHTS_FILE).write_bytes(weights)
+    card = ModelCard(
+        architecture="simple_cnn",
+        classes=["cat", "dog"],
+        preprocessing=Preprocessing(height=8, width=8),
+        weights_sha256=sha256_bytes(weights),
+    )
+    (path / CARD_FILE).write_text(card.model_dump_json())
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    registry.register(model_dir(tmp_path / "a", seed=1), "pets")
+    registry.register(model_dir(tmp_path / "b", seed=2), "pets")
+    registry.set_alias("pets", 1, "prod")
+    return registry
+
+
+def test_directories_and_model_files(tmp_path: Path, registry: Registry) -> None:
+    run = model_dir(tmp_path / "run")
+    assert resolve_model(str(run), registry) == run
+    assert resolve_model(str(run / WEIGHTS_FILE), registry) == run
+    assert resolve_model(str(run / CARD_FILE), registry) == run
+    version_dir = Path(registry.uri) / "pets" / "versions" / "2"
+    assert resolve_model(str(version_dir), registry) == version_dir
+
+
+@pytest.mark.parametrize(
+    ("reference", "version"),
+    [("pets", 2), ("pets:latest", 2), ("pets:1", 1), ("pets:2", 2), ("pets@prod", 1)],
+)
+def test_registry_references(registry: Registry, reference: str, version: int) -> None:
+    assert resolve_model(reference, registry) == (
+        Path(registry.uri) / "pets" / "versions" / str(version)
+    )
+
+
+def test_a_path_wins_over_a_registry_name(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    model_dir(tmp_path / "pets")
+    assert resolve_model("pets", registry) == Path("pets")
+
+
+def test_default_registry_comes_from_the_environment(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POMONA_REGISTRY", registry.uri)
+    assert resolve_model("pets@prod") == Path(registry.uri) / "pets" / "versions" / "1"
+
+
+def test_failures_say_what_was_tried(tmp_path: Path, registry: Registry) -> None:
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model("ghost", registry)
+    assert str(error.value) == (
+        f"model 'ghost' not found: no such file or directory, and no model 'ghost' in "
+        f"registry {registry.uri}; models: pets"
+    )
+    with pytest.raises(ModelNotFoundError, match=r"no alias 'canary'.*versions 1, 2"):
+        resolve_model("pets@canary", registry)
+    with pytest.raises(ModelNotFoundError, match=r"version 7, which does not exist"):
+        resolve_model("pets:7", registry)
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"'runs/missing' not found: no such file or directory, and not a registry "
+        r"reference \(invalid model name 'runs/missing'",
+    ):
+        resolve_model("runs/missing", registry)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match=r"is a directory without model\.json"):
+        resolve_model(str(tmp_path / "empty"), registry)
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match=r"is neither model\.safetensors nor model\.json"):
+        resolve_model(str(tmp_path / "weights.pt"), registry)
+
+
+def test_tampered_registry_versions_are_refused(registry: Registry) -> None:
+    weights = Path(registry.uri) / "pets" / "versions" / "1" / WEIGHTS_FILE
+    weights.write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        resolve_model("pets@prod", registry)
