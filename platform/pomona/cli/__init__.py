@@ -15,7 +15,7 @@ import click
 import typer
 
 from pomona import log
-from pomona.cli import data, evaluate, models, registry, train
+from pomona.cli import data, demo, evaluate, models, registry, train
 from pomona.cli.console import err_console
 from pomona.cli.session import session
 from pomona.cluster.runtime import use_local_ray_defaults
@@ -34,7 +34,7 @@ app = typer.Typer(
 def _root(
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster address [default: RAY_ADDRESS, else a local Ray]."),
+        typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Ray and INFO logs.")
@@ -46,7 +46,7 @@ def _root(
     use_local_ray_defaults(address)
 
 
-for module in (data, models, train, evaluate, registry):
+for module in (data, models, train, evaluate, registry, demo):
     module.register(app)
 
 

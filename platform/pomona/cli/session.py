@@ -17,6 +17,13 @@ class Session:
     address: str | None = None
     verbose: bool = False
 
+    def global_args(self) -> list[str]:
+        """These options as root flags, for commands that run other commands (``demo``)."""
+        return [
+            *(["--address", self.address] if self.address else []),
+            *(["-v"] if self.verbose else []),
+        ]
+
     def connect(self) -> None:
         """Start or join Ray for a command that needs it."""
         from pomona.cluster.runtime import ensure_ray

@@ -46,9 +46,20 @@ def ensure_ray(
     if ray.is_initialized():
         return
     address = cluster_address(address)
+    # Quiet mode keeps Ray's own INFO chatter (start-up banners, Ray Data execution plans) off the
+    # terminal; everything still lands in Ray's session log directory.
+    level = logging.INFO if log_to_driver else logging.WARNING
     if address:
         logger.info("connecting to Ray at %s", address)
-        ray.init(address=address, log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
     else:
-        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.init(
+            num_cpus=num_cpus,
+            dashboard_host="127.0.0.1",
+            log_to_driver=log_to_driver,
+            logging_level=level,
+        )
+    logging.getLogger("ray").setLevel(level)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = log_to_driver

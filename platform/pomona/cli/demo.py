@@ -1,0 +1,107 @@
+"""``pomona demo``: the whole pipeline on real data that ships with scikit-learn."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pomona.cli.console import console
+from pomona.errors import ConfigError
+
+_PARTS = ("images", "dataset", "run", "report", "registry", "explain")
+
+
+def demo_command(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
+        "pomona-demo"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 6,
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in WORKDIR.")] = False,
+) -> None:
+    """Digits -> images -> Parquet dataset -> Ray Train -> evaluation report -> registry -> predict.
+
+    Runs the same commands a user would, one after the other, on scikit-learn's 1,797 real
+    handwritten digits, and prints what each step produced.
+    """
+    from pomona.cli import app
+    from pomona.cli.session import session
+
+    if workdir.exists() and any(workdir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{workdir} is not empty; pass --overwrite or choose --workdir")
+        strangers = sorted(p.name for p in workdir.iterdir() if p.name not in _PARTS)
+        if strangers:
+            raise ConfigError(f"{workdir} holds files the demo did not write: {strangers}")
+        for part in _PARTS:
+            shutil.rmtree(workdir / part, ignore_errors=True)
+    images, dataset, run, report, registry, explain = (str(workdir / p) for p in _PARTS)
+    samples = [str(workdir / "images" / d / f"{n:04d}.png") for d, n in (("3", 3), ("7", 7))]
+    steps = [
+        ("Write the digits as PNG files", ["datasets", "digits", images, "--size", "32"]),
+        (
+            "Validate, preprocess and split them into Parquet shards",
+            ["ingest", images, dataset, "--image-size", "32", "--channels", "1"],
+        ),
+        (
+            f"Fine-tune simple_cnn on {workers} Ray Train workers",
+            [
+                "train",
+                "--data",
+                dataset,
+                "--out",
+                run,
+                "--epochs",
+                str(epochs),
+                "--workers",
+                str(workers),
+                "--batch-size",
+                "32",
+                "--lr",
+                "0.1",
+            ],
+        ),
+        ("Evaluate on the test split", ["evaluate", run, "--data", dataset, "--out", report]),
+        (
+            "Register the model and mark it production",
+            [
+                "registry",
+                "--registry",
+                registry,
+                "register",
+                run,
+                "--name",
+                "digits",
+                "--report",
+                report,
+            ],
+        ),
+        ("", ["registry", "--registry", registry, "alias", "digits", "1", "production"]),
+        (
+            "Predict with the production model",
+            ["predict", "digits@production", "--registry", registry, *samples],
+        ),
+        (
+            "Explain its predictions with Grad-CAM",
+            ["explain", "digits@production", "--registry", registry, "--out", explain, *samples],
+        ),
+    ]
+    for title, args in steps:
+        if title:
+            console.rule(f"[bold]{title}")
+        console.print(f"$ pomona {' '.join(args)}", style="dim", soft_wrap=True, markup=False)
+        app(args=[*session.global_args(), *args], standalone_mode=False)
+    console.rule("[bold]Done")
+    console.print(
+        f"training curves: {run}/curves.png\nevaluation report: {report}/index.html\n"
+        f"registry: {registry}",
+        markup=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the root app."""
+    app.command("demo")(demo_command)

@@ -1,0 +1,34 @@
+"""`pomona demo` runs the whole pipeline (the README's first command)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+
+
+def test_demo_end_to_end(pomona, ray_session: None, tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = pomona("demo", "--workdir", workdir, "--epochs", "1", "--workers", "1")
+    assert result.code == 0, result.err
+    for step in (
+        "Fine-tune simple_cnn",
+        "Evaluate on the test split",
+        "Predict with the production",
+    ):
+        assert step in result.out
+    assert "digits@production -> 1" in result.out
+    report = json.loads((workdir / "report" / "report.json").read_text())
+    assert report["count"] == 269
+    assert (workdir / "registry" / "digits" / "versions" / "1" / "version.json").is_file()
+    assert len(list((workdir / "explain").glob("*.png"))) == 2
+
+    again = pomona("demo", "--workdir", workdir)
+    assert again.code == 2 and "--overwrite" in again.err
+    (workdir / "mine.txt").write_text("keep me")
+    refused = pomona("demo", "--workdir", workdir, "--overwrite")
+    assert refused.code == 2 and "mine.txt" in refused.err
+    assert (workdir / "mine.txt").read_text() == "keep me"
