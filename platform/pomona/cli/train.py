@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,6 +13,9 @@ from pomona.cli.console import console, progress_bar
 from pomona.cli.session import session
 from pomona.config import load_config
 from pomona.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pomona.train.config import TrainConfig
 
 
 def train_command(
@@ -66,17 +69,16 @@ def train_command(
             raise ConfigError("--resume reads RUN/config.yaml; do not pass CONFIG as well")
         config_file, flags["out"] = resume / CONFIG_FILE, str(resume)
     config = load_config(TrainConfig, config_file, overrides or (), flags)
-    run_and_show(config, resume=resume is not None)
+    _run_and_show(config, resume=resume is not None)
 
 
-def run_and_show(config: object, *, resume: bool) -> list[dict[str, float]]:
+def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]]:
     """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
-    from pomona.train.config import TrainConfig
-    from pomona.train.run_dir import read_metrics
+    from pomona.train.run_dir import check_run_dir, read_metrics
     from pomona.train.trainer import train
 
-    assert isinstance(config, TrainConfig)
     run_dir = Path(config.out)
+    check_run_dir(config.out, resume=resume)  # fail before starting Ray
     session.connect()
     done = threading.Event()
     with progress_bar("train") as bar:

@@ -96,7 +96,7 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
     with atomic_directory(out, overwrite=config.overwrite) as tmp:
         staging = tmp / _STAGING
         staging.mkdir()
-        decoded = _decode_all(src, files, config, staging, progress)
+        decoded = _decode_all(layout, src, files, config, staging, progress)
         accepted = [i for i, d in enumerate(decoded) if d.sha256 is not None]
         classes = sorted({files[i].label for i in accepted})  # type: ignore[type-var]
         if len(classes) < 2:
@@ -134,6 +134,7 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
 
 
 def _decode_all(
+    layout: str,
     src: Path,
     files: Sequence[SourceFile],
     config: IngestConfig,
@@ -145,7 +146,7 @@ def _decode_all(
     todo = []
     for index, source in enumerate(files):
         if source.label is None:
-            results[index] = _Decoded(None, _no_label_reason(source.path))
+            results[index] = _Decoded(None, _no_label_reason(layout))
         else:
             todo.append(index)
     chunks = [todo[i : i + _CHUNK_FILES] for i in range(0, len(todo), _CHUNK_FILES)]
@@ -212,10 +213,10 @@ def _decode_chunk(
     return outcome
 
 
-def _no_label_reason(path: str) -> str:
-    if "/" not in path:
-        return "no label: file is not inside a class sub-folder and has no <label>_<digits> name"
-    return "no label: file name has no <label>_<digits> prefix"
+def _no_label_reason(layout: str) -> str:
+    if layout == "folder":
+        return "no label: file lies directly in SRC, not in a class sub-folder"
+    return "no label: file name is not <label>_<digits>.<ext>"
 
 
 def _write_splits(

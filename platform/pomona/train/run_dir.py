@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from pomona.errors import ConfigError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
@@ -40,6 +41,23 @@ METRIC_COLUMNS = (
     "epoch_time_s",
     "attempt",
 )
+
+
+def check_run_dir(out: str, *, resume: bool) -> Path:
+    """The absolute run directory, checked: new (or empty) for a fresh run, a run to resume.
+
+    Raises:
+        ConfigError: a fresh run would overwrite an existing one, or there is nothing to resume.
+    """
+    run_dir = Path(out).resolve()
+    if resume and not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"cannot resume: {run_dir} holds no {CONFIG_FILE}")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} already exists; continue it with `pomona train --resume "
+            f"{out}` or choose another --out"
+        )
+    return run_dir
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:

@@ -28,7 +28,6 @@ from ray.train.v2.api.callback import UserCallback
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, read_manifest
-from pomona.errors import ConfigError
 from pomona.models.artifact import save_model
 from pomona.models.resolve import resolve_model
 from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
@@ -62,14 +61,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
             ``resume`` is True.
         DatasetError: the dataset cannot be read.
     """
-    run_dir = Path(config.out).resolve()
-    if resume and not (run_dir / rundir.CONFIG_FILE).is_file():
-        raise ConfigError(f"cannot resume: {run_dir} holds no {rundir.CONFIG_FILE}")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"run directory {run_dir} already exists; continue it with `pomona train --resume "
-            f"{config.out}` or choose another --out"
-        )
+    run_dir = rundir.check_run_dir(config.out, resume=resume)
     config = _with_local_weights(config)
     manifest = read_manifest(config.data)
     dataset_sha256 = sha256_file(Path(config.data) / MANIFEST_FILE)
