@@ -1,9 +1,12 @@
-"""The core (data, models, train loop, evaluate, registry) must import without Ray."""
+"""Import boundaries: the core imports no Ray, and evaluation imports no pyplot (no GUI state)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+
+import pytest
 
 CORE = [
     "pomona.config",
@@ -13,19 +16,33 @@ CORE = [
     "pomona.data.shards",
     "pomona.data.ingest",
     "pomona.models",
+    "pomona.models.resolve",
     "pomona.train.loop",
     "pomona.evaluate",
+    "pomona.evaluate.explain",
+    "pomona.evaluate.report",
     "pomona.registry",
+    "pomona.cli.registry",
+    "pomona.cli.evaluate",
 ]
 
 
-def test_core_modules_do_not_import_ray() -> None:
+def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter has loaded after importing ``modules``."""
     code = (
-        "import importlib, sys\n"
-        f"for name in {CORE!r}: importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(m for m in {watched!r} if m in sys.modules)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert result.stdout.strip() == "[]"
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("modules", "forbidden"),
+    [(CORE, ("ray",)), (["pomona.evaluate"], ("matplotlib.pyplot",))],
+)
+def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:
+    assert imported_after(modules, forbidden) == []
