@@ -23,12 +23,11 @@ def test_train_job_submitted_through_jobs_api(
 
     client = JobSubmissionClient(f"http://{get_dashboard_url()}")
     run = tmp_path / "run"
-    job = client.submit_job(
-        entrypoint=(
-            f"{sys.executable} {REPO / 'jobs' / 'train.py'} --data {digits_dataset} --out {run} "
-            "--epochs 1 --workers 1 --batch-size 32"
-        ),
+    entrypoint = (
+        f"{sys.executable} {REPO / 'jobs' / 'train.py'} --data {digits_dataset} --out {run} "
+        "--epochs 1 --workers 1 --batch-size 32"
     )
+    job = submit_when_agent_ready(client, entrypoint)
     deadline = time.monotonic() + 300
     status = client.get_job_status(job)
     while not status.is_terminal() and time.monotonic() < deadline:
@@ -39,3 +38,15 @@ def test_train_job_submitted_through_jobs_api(
     assert [int(r["epoch"]) for r in read_metrics(run)] == [1]
     assert (run / "model.safetensors").is_file()
     assert "best epoch 1" in logs
+
+
+def submit_when_agent_ready(client: object, entrypoint: str, timeout_s: float = 90) -> str:
+    """Submit, retrying while the dashboard agent that accepts jobs is still starting up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint)  # type: ignore[attr-defined]
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)

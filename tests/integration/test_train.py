@@ -64,10 +64,9 @@ def test_two_workers_reach_95_percent_like_one_worker(
 
     one = train(config(all_digits, tmp_path / "one", num_workers=1))
     # Same global batch: the curves agree up to data order and per-worker BatchNorm statistics.
-    for a, b in zip(one[2:], two[2:], strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) <= 0.25 * max(
-            a["train_loss"], b["train_loss"]
-        )
+    # Measured here: train loss 1.148 vs 1.149 after epoch 1, at most 0.062 apart later.
+    for a, b in zip(one, two, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) <= 0.1
     assert abs(one[-1]["val_error"] - two[-1]["val_error"]) <= 0.03
 
 
