@@ -5,41 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.fake_models import make_model_dir
 
-from pomona.data.manifest import Preprocessing
 from pomona.errors import CheckpointError, ModelNotFoundError
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.resolve import resolve_model
 from pomona.registry import Registry
-from pomona.storage import sha256_bytes
-
-
-def model_dir(path: Path, seed: int = 0) -> Path:
-    """A model directory the registry accepts: weights bytes and a card with their checksum."""
-    path.mkdir(parents=True)
-    weights = bytes([seed]) * 16
-    (path / WEIGHTS_FILE).write_bytes(weights)
-    card = ModelCard(
-        architecture="simple_cnn",
-        classes=["cat", "dog"],
-        preprocessing=Preprocessing(height=8, width=8),
-        weights_sha256=sha256_bytes(weights),
-    )
-    (path / CARD_FILE).write_text(card.model_dump_json())
-    return path
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     registry = Registry(tmp_path / "registry")
-    registry.register(model_dir(tmp_path / "a", seed=1), "pets")
-    registry.register(model_dir(tmp_path / "b", seed=2), "pets")
+    registry.register(make_model_dir(tmp_path / "a", seed=1), "pets")
+    registry.register(make_model_dir(tmp_path / "b", seed=2), "pets")
     registry.set_alias("pets", 1, "prod")
     return registry
 
 
 def test_directories_and_model_files(tmp_path: Path, registry: Registry) -> None:
-    run = model_dir(tmp_path / "run")
+    run = make_model_dir(tmp_path / "run")
     assert resolve_model(str(run), registry) == run
     assert resolve_model(str(run / WEIGHTS_FILE), registry) == run
     assert resolve_model(str(run / CARD_FILE), registry) == run
@@ -61,7 +45,7 @@ def test_a_path_wins_over_a_registry_name(
     tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    model_dir(tmp_path / "pets")
+    make_model_dir(tmp_path / "pets")
     assert resolve_model("pets", registry) == Path("pets")
 
 

@@ -7,29 +7,15 @@ import math
 from pathlib import Path
 
 import pytest
+from support.fake_models import make_model_dir
 
-from pomona.data.manifest import Preprocessing
 from pomona.errors import RegistryError
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from pomona.registry import VERSION_FILE, Registry
-from pomona.storage import sha256_bytes
 
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "model"
-    path.mkdir()
-    weights = b"\x01" * 16
-    (path / WEIGHTS_FILE).write_bytes(weights)
-    card = ModelCard(
-        architecture="simple_cnn",
-        classes=["cat", "dog"],
-        preprocessing=Preprocessing(height=8, width=8),
-        weights_sha256=sha256_bytes(weights),
-        metrics={"val_error": 0.2},
-    )
-    (path / CARD_FILE).write_text(card.model_dump_json())
-    return path
+    return make_model_dir(tmp_path / "model", seed=10)
 
 
 def test_evaluation_is_stored_and_read_back(tmp_path: Path, model_dir: Path) -> None:

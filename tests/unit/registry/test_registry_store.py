@@ -11,30 +11,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from support.fake_models import make_model_dir
 
-from pomona.data.manifest import Preprocessing
 from pomona.errors import CheckpointError, ModelNotFoundError, RegistryError
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry import ALIASES_FILE, VERSION_FILE, ModelRef, Registry
-from pomona.storage import sha256_bytes, sha256_file
+from pomona.storage import sha256_file
 
 PLATFORM = Path(__file__).resolve().parents[3] / "platform"
-
-
-def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A valid model directory: a fake 16-byte weights file and a card that matches it."""
-    path.mkdir(parents=True)
-    weights = bytes((seed + i) % 256 for i in range(16))
-    (path / WEIGHTS_FILE).write_bytes(weights)
-    card = ModelCard(
-        architecture="tiny_cnn",
-        classes=["cat", "dog"],
-        preprocessing=Preprocessing(height=32, width=32),
-        weights_sha256=sha256_bytes(weights),
-        metrics={"val_error": 0.1 + seed / 100},
-    )
-    (path / CARD_FILE).write_text(card.model_dump_json())
-    return path
 
 
 @pytest.fixture
@@ -64,7 +48,7 @@ def test_register_twice_gives_versions_1_and_2(
 
     assert (first.version, second.version) == (1, 2)
     assert first.ref == "pets:1"
-    assert first.architecture == "tiny_cnn" and first.classes == ["cat", "dog"]
+    assert first.architecture == "simple_cnn" and first.classes == ["cat", "dog"]
     assert first.metrics == {"val_error": 0.1}
     assert first.source == str(model_dir.resolve())
     version_dir = Path(registry.uri) / "pets" / "versions" / "1"
