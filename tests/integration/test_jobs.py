@@ -1,4 +1,8 @@
-"""jobs/train.py runs as a Ray job submitted through the Jobs API (as on a cluster)."""
+"""jobs/train.py runs as a Ray job submitted through the Jobs API (as on a cluster).
+
+Needs the dashboard agent's default port (52365) free: a second Ray cluster on the same machine
+holds it and its jobs agent never starts ("No available agent to submit job").
+"""
 
 from __future__ import annotations
 

@@ -140,14 +140,24 @@ def test_transfer_learning_beats_random_init(ray_session: None, tmp_path: Path) 
     high = ingest_digits(tmp_path / "high", tmp_path / "ds-high", keep={"5", "6", "7", "8", "9"})
     train(config(low, tmp_path / "pretrain", epochs=4, num_workers=1))
 
-    budget = {
-        "epochs": 1,
-        "num_workers": 1,
-        "learning_rate": 0.05,
-        "schedule": {"name": "constant"},
-    }
-    scratch = train(config(high, tmp_path / "scratch", **budget))
-    tuned = train(
-        config(high, tmp_path / "tuned", model={"weights": str(tmp_path / "pretrain")}, **budget)
-    )
-    assert tuned[-1]["val_error"] < scratch[-1]["val_error"]
+    # The error after a 1-epoch budget is noisy (BatchNorm statistics, few steps), so the rate
+    # is low and the batch small. Measured here (val error, scratch vs tuned): seeds 0/1/2 gave
+    # 0.22/0.19, 0.20/0.07, 0.16/0.10 fine-tuning all layers; 0.59/0.39, 0.57/0.32, 0.57/0.32
+    # with the backbone frozen (a linear probe on pretrained vs random features).
+    for freeze in (False, True):
+        budget = {
+            "epochs": 1,
+            "num_workers": 1,
+            "batch_size": 16,
+            "seed": 1,
+            "learning_rate": 0.05 if freeze else 0.02,
+            "schedule": {"name": "constant"},
+        }
+        scratch = train(
+            config(
+                high, tmp_path / f"scratch-{freeze}", model={"freeze_backbone": freeze}, **budget
+            )
+        )
+        weights = {"weights": str(tmp_path / "pretrain"), "freeze_backbone": freeze}
+        tuned = train(config(high, tmp_path / f"tuned-{freeze}", model=weights, **budget))
+        assert tuned[-1]["val_error"] < scratch[-1]["val_error"], f"freeze_backbone={freeze}"
