@@ -62,3 +62,17 @@ def test_hflip_only_mirrors(ray_session: None, digits_dataset: Path) -> None:
     )["image"]
     for before, after in zip(plain, flipped, strict=True):
         assert np.array_equal(after, before) or np.array_equal(after, before[:, ::-1])
+
+
+def test_cached_split_reads_once_and_keeps_augmenting(
+    ray_session: None, digits_dataset: Path
+) -> None:
+    cached = read_split(digits_dataset, "val", cache=True)
+    assert "MapBatches" not in str(cached)
+    rows = cached.take_batch(1000, batch_format="numpy")
+    plain = read_split(digits_dataset, "val").take_batch(1000, batch_format="numpy")
+    assert sorted(rows["label"].tolist()) == sorted(plain["label"].tolist())
+    augmented = read_split(digits_dataset, "val", cache=True, augmentation=Augmentation(hflip=True))
+    first = augmented.take_batch(1000, batch_format="numpy")["image"]
+    second = augmented.take_batch(1000, batch_format="numpy")["image"]
+    assert not np.array_equal(first, second)  # new flips on every pass over the cache

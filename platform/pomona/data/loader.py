@@ -27,6 +27,7 @@ def read_split(
     manifest: Manifest | None = None,
     augmentation: Augmentation | None = None,
     columns: tuple[str, ...] = ("image", "label"),
+    cache: bool = False,
 ) -> ray.data.Dataset:
     """A Ray Dataset over one split's shards, optionally augmented.
 
@@ -36,14 +37,20 @@ def read_split(
         manifest: the already-read manifest (read from ``dataset_dir`` when None).
         augmentation: augmentation to apply (training only).
         columns: columns to read; ``path`` and ``label_name`` are there for reports.
+        cache: read the split now and keep it in Ray's object store (for splits read many
+            times, such as once per training epoch, that fit in memory).
 
     Raises:
         DatasetError: not a dataset, or the split has no rows.
     """
     manifest = manifest or read_manifest(dataset_dir)
-    dataset = ray.data.read_parquet(
-        shard_paths(dataset_dir, manifest, split), columns=list(columns)
-    )
+    paths = shard_paths(dataset_dir, manifest, split)
+    dataset = ray.data.read_parquet(paths).select_columns(list(columns))
+    if cache:
+        # Read once into Ray's object store: each later epoch starts at once instead of listing
+        # and reading the Parquet files again (about 2 s per epoch here, see benchmarks/).
+        # Augmentation stays after the cache so every epoch draws new crops and flips.
+        dataset = dataset.materialize()
     if augmentation is not None and augmentation.enabled:
         dataset = dataset.map_batches(
             augment_batch, fn_kwargs={"augmentation": augmentation}, batch_format="numpy"

@@ -116,8 +116,8 @@ class TrainConfig(StrictModel):
         seed: seeds Python, NumPy and torch on every worker, and the data shuffle.
         num_workers: Ray Train workers (data-parallel processes).
         use_gpu: give each worker one GPU.
-        threads_per_worker: torch intra-op threads per worker; ``None`` uses the worker's whole
-            CPUs (at least 1).
+        threads_per_worker: torch intra-op threads per worker; ``None`` shares the cluster's
+            cores evenly between the workers (at least 1).
         cpus_per_worker: logical CPUs each worker reserves in Ray; ``None`` leaves one CPU of the
             cluster free for Ray Data and shares the rest, at most 1 per worker.
         checkpoint: checkpoint frequency and retention.

@@ -121,3 +121,12 @@ def test_registry_reference_as_weights_resolves_to_local_dir(
     assert resolved is not None and (Path(resolved) / "model.safetensors").is_file()
     as_file = TrainConfig(data="d", out="o", model={"weights": str(tmp_path / "model")})
     assert _with_local_weights(as_file) == as_file
+
+
+def test_default_threads_share_the_cores() -> None:
+    from pomona.train.trainer import default_threads
+
+    assert default_threads(2, 1) == 2
+    assert default_threads(2, 2) == 1
+    assert default_threads(2, 4) == 1
+    assert default_threads(16, 4) == 4
