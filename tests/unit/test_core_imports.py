@@ -1,8 +1,11 @@
-"""Import boundaries: the core imports no Ray, and evaluation imports no pyplot (no GUI state)."""
+"""Import boundaries: the core imports no Ray, evaluation imports no pyplot (no GUI state), and
+models import no registry (imports point down)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import pkgutil
 import subprocess
 import sys
 
@@ -16,7 +19,7 @@ CORE = [
     "pomona.data.shards",
     "pomona.data.ingest",
     "pomona.models",
-    "pomona.models.resolve",
+    "pomona.registry.resolve",
     "pomona.train.loop",
     "pomona.evaluate",
     "pomona.evaluate.explain",
@@ -25,6 +28,14 @@ CORE = [
     "pomona.cli.registry",
     "pomona.cli.evaluate",
 ]
+
+
+def submodules(package: str) -> list[str]:
+    """``package`` and every module in it, found without importing them."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations is not None
+    found = pkgutil.iter_modules(spec.submodule_search_locations, prefix=f"{package}.")
+    return [package, *sorted(module.name for module in found)]
 
 
 def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -42,7 +53,12 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("modules", "forbidden"),
-    [(CORE, ("ray",)), (["pomona.evaluate"], ("matplotlib.pyplot",))],
+    [
+        (CORE, ("ray",)),
+        (["pomona.evaluate"], ("matplotlib.pyplot",)),
+        # models stand below the registry: loading a model directory needs no registry.
+        (submodules("pomona.models"), ("pomona.registry",)),
+    ],
 )
 def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:
     assert imported_after(modules, forbidden) == []

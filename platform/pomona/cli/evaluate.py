@@ -1,7 +1,7 @@
 """``pomona evaluate``, ``pomona predict`` and ``pomona explain``.
 
 MODEL is a run directory, a model directory, one of its two files or a registry reference
-(``name``, ``name:N``, ``name@alias``), resolved by :func:`pomona.models.resolve.resolve_model`.
+(``name``, ``name:N``, ``name@alias``), resolved by :func:`pomona.registry.resolve.resolve_model`.
 ``evaluate`` runs on Ray Data; ``predict`` and ``explain`` run in this process.
 """
 
@@ -43,7 +43,7 @@ ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files.", show_
 
 
 def _model_dir(model: str, registry: str | None) -> Path:
-    from pomona.models.resolve import resolve_model
+    from pomona.registry.resolve import resolve_model
     from pomona.registry.store import Registry
 
     return resolve_model(model, Registry(registry))

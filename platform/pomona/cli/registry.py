@@ -69,8 +69,8 @@ def register_command(
     from pomona.errors import RegistryError
     from pomona.evaluate.report import read_report
     from pomona.models.artifact import read_card
-    from pomona.models.resolve import resolve_model
     from pomona.registry.names import validate_name
+    from pomona.registry.resolve import resolve_model
 
     registry = _open(ctx)
     # Fail on a bad name before resolving (possibly downloading) the model.

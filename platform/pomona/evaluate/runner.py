@@ -86,7 +86,7 @@ def evaluate_model(
     Ray must be initialised before inference starts: already, or by ``connect``.
 
     Args:
-        model_dir: a local model directory (see :func:`pomona.models.resolve.resolve_model`).
+        model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`).
         dataset_dir: an ingested dataset with the model's image shape and classes.
         out_dir: report directory; an existing report there is replaced.
         split: the split to evaluate.

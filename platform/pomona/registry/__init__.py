@@ -1,6 +1,9 @@
-"""Versioned model store on a local directory or a ``pyarrow.fs`` URI (S3, GCS). No Ray here."""
+"""Versioned model store on a local directory or a ``pyarrow.fs`` URI (S3, GCS), and the one place
+that turns what a user typed (a path or ``name``, ``name:N``, ``name@alias``) into a verified local
+model directory. No Ray here."""
 
 from pomona.registry.names import NAME_RULE, ModelRef, parse_ref, validate_alias, validate_name
+from pomona.registry.resolve import resolve_model
 from pomona.registry.store import (
     ALIASES_FILE,
     VERSION_FILE,
@@ -22,6 +25,7 @@ __all__ = [
     "default_cache_dir",
     "default_root",
     "parse_ref",
+    "resolve_model",
     "validate_alias",
     "validate_name",
 ]

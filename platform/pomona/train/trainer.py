@@ -29,9 +29,9 @@ from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, read_manifest
 from pomona.models.artifact import save_model
-from pomona.models.resolve import resolve_model
 from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
 from pomona.models.zoo import build_model, freeze_backbone, unwrap
+from pomona.registry.resolve import resolve_model
 from pomona.storage import sha256_file
 from pomona.train import run_dir as rundir
 from pomona.train.config import TrainConfig

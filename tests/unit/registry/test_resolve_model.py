@@ -9,8 +9,7 @@ from support.fake_models import make_model_dir
 
 from pomona.errors import CheckpointError, ModelNotFoundError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.models.resolve import resolve_model
-from pomona.registry import Registry
+from pomona.registry import Registry, resolve_model
 
 
 @pytest.fixture
