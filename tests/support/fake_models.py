@@ -1,25 +1,31 @@
-"""Model directories with a fake weights file: enough for the registry and resolver, no torch."""
+"""Tiny real model directories (simple_cnn, two classes) for registry and resolver tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pomona.data.manifest import Preprocessing
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from pomona.storage import sha256_bytes
+from pomona.models import build_model, save_model
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A valid model directory: 16 seed-dependent weight bytes and a card that matches them."""
-    path.mkdir(parents=True)
-    weights = bytes((seed + i) % 256 for i in range(16))
-    (path / WEIGHTS_FILE).write_bytes(weights)
-    card = ModelCard(
+    """A valid model directory whose weights depend on ``seed`` (so checksums differ)."""
+    torch.manual_seed(seed)
+    save_model(
+        path,
+        build_model("simple_cnn", 2, 1),
         architecture="simple_cnn",
         classes=["cat", "dog"],
-        preprocessing=Preprocessing(height=32, width=32),
-        weights_sha256=sha256_bytes(weights),
+        preprocessing=Preprocessing(height=8, width=8, channels=1),
         metrics={"val_error": 0.1 + seed / 100},
     )
-    (path / CARD_FILE).write_text(card.model_dump_json())
     return path
+
+
+def flip_byte(path: Path, offset: int = -1) -> None:
+    """Invert one byte of ``path`` in place (the last one by default): real bit rot."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))

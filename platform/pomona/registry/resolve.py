@@ -4,6 +4,9 @@ Every command that reads a model accepts the same forms: a run directory, a mode
 registry version directory (anything holding ``model.json``), one of the two model files, or a
 registry reference (``name``, ``name:N``, ``name:latest``, ``name@alias``). Paths win over
 registry names, so ``./cats`` always means the folder even when a model ``cats`` is registered.
+Whatever the form, the weights are checked against a recorded sha256 before the directory is
+returned: a path against its card's ``weights_sha256``, a registry version against
+``version.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from pomona.errors import ModelNotFoundError, RegistryError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry.names import parse_ref
-from pomona.registry.store import Registry
+from pomona.registry.store import Registry, check_model_dir
 
 _FORMS = (
     "pass a run or model directory, its model.safetensors or model.json, or a registry "
@@ -31,21 +34,24 @@ def resolve_model(reference: str, registry: Registry | None = None) -> Path:
             (``$POMONA_REGISTRY`` or ``~/.pomona/registry``).
 
     Returns:
-        A directory with ``model.safetensors`` and ``model.json``. A registry version has had
-        its files checked against the checksums recorded at registration.
+        A directory with ``model.safetensors`` and ``model.json`` whose weights match their
+        recorded sha256 (the card's for a path, ``version.json``'s for a registry version).
 
     Raises:
         ModelNotFoundError: ``reference`` is neither an existing model path nor a registered
             model; the message says what was tried.
-        CheckpointError: a registry version's files no longer match their checksums.
+        CheckpointError: the card does not parse, or the weights (or a registry version's
+            files) no longer match their recorded sha256.
     """
     path = Path(reference).expanduser()
     if path.is_dir():
         if (path / CARD_FILE).is_file():
+            check_model_dir(path)
             return path
         raise ModelNotFoundError(f"{path} is a directory without {CARD_FILE}; {_FORMS}")
     if path.is_file():
         if path.name in (WEIGHTS_FILE, CARD_FILE):
+            check_model_dir(path.parent)
             return path.parent
         raise ModelNotFoundError(
             f"{path} is neither {WEIGHTS_FILE} nor {CARD_FILE} of a model directory; {_FORMS}"

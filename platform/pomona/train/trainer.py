@@ -29,9 +29,10 @@ from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, read_manifest
 from pomona.models.artifact import save_model
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
 from pomona.models.zoo import build_model, freeze_backbone, unwrap
-from pomona.registry.resolve import resolve_model
+from pomona.registry import Registry, resolve_model
 from pomona.storage import sha256_file
 from pomona.train import run_dir as rundir
 from pomona.train.config import TrainConfig
@@ -51,10 +52,14 @@ logger = logging.getLogger(__name__)
 _STATE_FILE = "train_state.pt"
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]]:
+def train(
+    config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
+) -> list[dict[str, float]]:
     """Run (or resume) training and return the per-epoch metrics rows.
 
     Ray must already be initialised (see :func:`pomona.cluster.runtime.ensure_ray`).
+    ``registry`` is where a registry reference in ``model.weights`` is looked up (None: the
+    default registry).
 
     Raises:
         ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
@@ -62,7 +67,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
         DatasetError: the dataset cannot be read.
     """
     run_dir = rundir.check_run_dir(config.out, resume=resume)
-    config = _with_local_weights(config)
+    config = _with_local_weights(config, registry)
     manifest = read_manifest(config.data)
     dataset_sha256 = sha256_file(Path(config.data) / MANIFEST_FILE)
     rundir.write_config(run_dir, config)
@@ -108,13 +113,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
     return rundir.read_metrics(run_dir)
 
 
-def _with_local_weights(config: TrainConfig) -> TrainConfig:
-    """Resolve a registry reference in ``model.weights`` (``name@alias``) to its local directory;
-    files, directories and ``torchvision:`` names are left as they are."""
+def _with_local_weights(config: TrainConfig, registry: Registry | None = None) -> TrainConfig:
+    """Resolve a model in ``model.weights`` (a run or model directory, one of its two files, or a
+    registry reference such as ``name@alias`` looked up in ``registry``) to a local model
+    directory whose weights match their recorded sha256; other weights files and
+    ``torchvision:`` names are left as they are."""
     weights = config.model.weights
-    if weights is None or weights.startswith(TORCHVISION_PREFIX) or Path(weights).exists():
+    if weights is None or weights.startswith(TORCHVISION_PREFIX):
         return config
-    model = config.model.model_copy(update={"weights": str(resolve_model(weights))})
+    path = Path(weights)
+    if path.is_file() and path.name not in (WEIGHTS_FILE, CARD_FILE):
+        return config
+    model = config.model.model_copy(update={"weights": str(resolve_model(weights, registry))})
     return config.model_copy(update={"model": model})
 
 

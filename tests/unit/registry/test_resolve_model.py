@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.fake_models import make_model_dir
+from support.fake_models import flip_byte, make_model_dir
 
 from pomona.errors import CheckpointError, ModelNotFoundError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
@@ -85,3 +85,13 @@ def test_tampered_registry_versions_are_refused(registry: Registry) -> None:
     weights.write_bytes(b"tampered")
     with pytest.raises(CheckpointError, match="modified or corrupted"):
         resolve_model("pets@prod", registry)
+
+
+@pytest.mark.parametrize("given", ["", WEIGHTS_FILE, CARD_FILE])
+def test_a_flipped_byte_in_a_run_directory_is_refused(
+    tmp_path: Path, registry: Registry, given: str
+) -> None:
+    run = make_model_dir(tmp_path / "run")
+    flip_byte(run / WEIGHTS_FILE)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors has sha256 .* but its card"):
+        resolve_model(str(run / given), registry)
