@@ -43,8 +43,7 @@ ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files.", show_
 
 
 def _model_dir(model: str, registry: str | None) -> Path:
-    from pomona.registry.resolve import resolve_model
-    from pomona.registry.store import Registry
+    from pomona.registry import Registry, resolve_model
 
     return resolve_model(model, Registry(registry))
 

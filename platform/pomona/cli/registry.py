@@ -12,7 +12,7 @@ from rich.table import Column, Table
 from pomona.cli.console import console
 
 if TYPE_CHECKING:
-    from pomona.registry.store import ModelVersion, Registry
+    from pomona.registry import ModelVersion, Registry
 
 registry_app = typer.Typer(
     help="Versioned model registry: register, list, show, alias and delete model versions.",
@@ -40,7 +40,7 @@ def _root(
 
 
 def _open(ctx: typer.Context) -> Registry:
-    from pomona.registry.store import Registry
+    from pomona.registry import Registry
 
     return Registry(ctx.obj)
 

@@ -1,18 +1,19 @@
 """Versioned model store on a local directory or a ``pyarrow.fs`` URI (S3, GCS), and the one place
 that turns what a user typed (a path or ``name``, ``name:N``, ``name@alias``) into a verified local
-model directory. No Ray here."""
+model directory. No Ray here.
 
+Modules: :mod:`~pomona.registry.names` (names and references), :mod:`~pomona.registry.version`
+(``version.json`` and checksum checks), :mod:`~pomona.registry.backend` (local directory or
+object store), :mod:`~pomona.registry.cache` (local copies of remote versions),
+:mod:`~pomona.registry.store` (:class:`Registry`: numbers, publishing, aliases) and
+:mod:`~pomona.registry.resolve` (:func:`resolve_model`).
+"""
+
+from pomona.registry.cache import default_cache_dir
 from pomona.registry.names import NAME_RULE, ModelRef, parse_ref, validate_alias, validate_name
 from pomona.registry.resolve import resolve_model
-from pomona.registry.store import (
-    ALIASES_FILE,
-    VERSION_FILE,
-    ModelVersion,
-    Registry,
-    check_model_dir,
-    default_cache_dir,
-    default_root,
-)
+from pomona.registry.store import ALIASES_FILE, Registry, default_root
+from pomona.registry.version import VERSION_FILE, ModelVersion, check_model_dir
 
 __all__ = [
     "ALIASES_FILE",

@@ -16,7 +16,8 @@ from pathlib import Path
 from pomona.errors import ModelNotFoundError, RegistryError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry.names import parse_ref
-from pomona.registry.store import Registry, check_model_dir
+from pomona.registry.store import Registry
+from pomona.registry.version import check_model_dir
 
 _FORMS = (
     "pass a run or model directory, its model.safetensors or model.json, or a registry "

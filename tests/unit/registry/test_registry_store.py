@@ -87,7 +87,7 @@ def test_failed_registration_leaves_nothing(
     def fail(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(registry, "_write_atomic", fail)
+    monkeypatch.setattr(registry._backend, "write_atomic", fail)
     with pytest.raises(OSError, match="disk full"):
         registry.register(model_dir, "pets")
     assert list((Path(registry.uri) / "pets" / "versions").iterdir()) == []
