@@ -36,11 +36,22 @@ def _root(
         str | None,
         typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
     ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POMONA_REGISTRY",
+            show_envvar=False,
+            help="Model registry for MODEL references and `pomona registry`: a directory or "
+            "an s3://, gs:// or file:// URI (default: $POMONA_REGISTRY, else "
+            "~/.pomona/registry).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Ray and INFO logs.")
     ] = False,
 ) -> None:
     session.address = address
+    session.registry = registry
     session.verbose = verbose
     log.configure(logging.INFO if verbose else logging.WARNING)
     use_local_ray_defaults(address)

@@ -32,20 +32,15 @@ ModelArgument = Annotated[
         show_default=False,
     ),
 ]
-RegistryOption = Annotated[
-    str | None,
-    typer.Option(
-        "--registry",
-        help="Registry for MODEL references (default: $POMONA_REGISTRY, else ~/.pomona/registry).",
-    ),
-]
+# Superseded by the global `pomona --registry`; hidden, kept so existing scripts keep working.
+RegistryOption = Annotated[str | None, typer.Option("--registry", hidden=True)]
 ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
 
 
 def _model_dir(model: str, registry: str | None) -> Path:
-    from pomona.registry import Registry, resolve_model
+    from pomona.registry import resolve_model
 
-    return resolve_model(model, Registry(registry))
+    return resolve_model(model, session.open_registry(registry))
 
 
 def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:

@@ -1,4 +1,5 @@
-"""``pomona registry``: publish model directories as numbered versions, alias and delete them."""
+"""``pomona registry``: publish model directories as numbered versions, alias, verify, delete them,
+and remove what killed registrations left behind."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from pomona.cli.console import console
+from pomona.cli.session import session
 
 if TYPE_CHECKING:
     from pomona.registry import ModelVersion, Registry
+    from pomona.registry.store import IncompleteVersion
 
 registry_app = typer.Typer(
-    help="Versioned model registry: register, list, show, alias and delete model versions.",
+    help="Versioned model registry: register, list, show, alias and delete model versions; gc "
+    "removes what killed registrations left.",
     no_args_is_help=True,
 )
 
@@ -27,22 +31,14 @@ AliasArgument = Annotated[str, typer.Argument(help="Alias, e.g. production.", sh
 @registry_app.callback()
 def _root(
     ctx: typer.Context,
-    registry: Annotated[
-        str | None,
-        typer.Option(
-            "--registry",
-            help="Registry root, a directory or an s3://, gs:// or file:// URI (default: "
-            "$POMONA_REGISTRY, else ~/.pomona/registry).",
-        ),
-    ] = None,
+    # Superseded by the global `pomona --registry`; hidden, kept so existing scripts keep working.
+    registry: Annotated[str | None, typer.Option("--registry", hidden=True)] = None,
 ) -> None:
     ctx.obj = registry
 
 
 def _open(ctx: typer.Context) -> Registry:
-    from pomona.registry import Registry
-
-    return Registry(ctx.obj)
+    return session.open_registry(ctx.obj)
 
 
 def _numbers(values: dict[str, float]) -> str:
@@ -104,6 +100,7 @@ def list_command(ctx: typer.Context) -> None:
     names = registry.list_models()
     if not names:
         console.print(f"no models in {registry.uri}", soft_wrap=True, markup=False)
+        _print_incomplete(registry)
         return
     table = Table(
         Column("version", no_wrap=True),
@@ -129,6 +126,20 @@ def list_command(ctx: typer.Context) -> None:
             )
         table.add_section()
     console.print(table)
+    _print_incomplete(registry)
+
+
+def _print_incomplete(registry: Registry) -> None:
+    """One line about incomplete versions, so their bytes do not go unnoticed."""
+    leftovers = registry.gc(grace_s=None)
+    if leftovers:
+        refs = ", ".join(leftover.ref for leftover in leftovers)
+        console.print(
+            f"incomplete (files without version.json, never published): {refs}; "
+            "`pomona registry gc` removes them",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 def _top1_error(version: ModelVersion) -> str:
@@ -151,13 +162,26 @@ def show_command(
         str, typer.Argument(help="name, name:N, name:latest or name@alias.", show_default=False)
     ],
 ) -> None:
-    """Show one version: files, classes, metrics and the aliases pointing at it."""
+    """Show one version: files, classes, metrics and the aliases pointing at it.
+
+    Every stored file is checked against its recorded sha256; a corrupted version is shown
+    with "checksums CORRUPT" and the command fails.
+    """
+    from pomona.errors import CheckpointError
+
     registry = _open(ctx)
     version = registry.get(ref)
-    _print_version(version, registry.aliases(version.name), registry.uri)
+    try:
+        registry.verify(version.ref)
+    except CheckpointError:
+        _print_version(version, registry.aliases(version.name), registry.uri, "CORRUPT")
+        raise
+    _print_version(version, registry.aliases(version.name), registry.uri, "ok")
 
 
-def _print_version(version: ModelVersion, aliases: dict[str, int], uri: str) -> None:
+def _print_version(
+    version: ModelVersion, aliases: dict[str, int], uri: str, checksums: str
+) -> None:
     pointing = sorted(a for a, v in aliases.items() if v == version.version)
     classes = ", ".join(version.classes)
     table = Table(
@@ -178,6 +202,7 @@ def _print_version(version: ModelVersion, aliases: dict[str, int], uri: str) -> 
         ("dataset sha256", version.dataset_sha256 or "-"),
         ("source", version.source or "-"),
         *((f"sha256 {name}", digest) for name, digest in sorted(version.files.items())),
+        ("checksums", checksums),
     ):
         table.add_row(key, escape(value))
     console.print(table)
@@ -205,6 +230,56 @@ def delete_command(ctx: typer.Context, name: NameArgument, version: VersionArgum
     """Delete VERSION of NAME; refused while an alias points at it. Numbers are never reused."""
     _open(ctx).delete(name, version)
     console.print(f"deleted {name}:{version}", markup=False)
+
+
+@registry_app.command("gc")
+def gc_command(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="Only this model (default: every model).")
+    ] = None,
+    grace_s: Annotated[
+        float | None,
+        typer.Option(
+            "--grace-s",
+            min=0,
+            help="Leave incomplete versions last written less than this many seconds ago "
+            "alone: a registration may still be copying them (default: 600).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list incomplete versions.")
+    ] = False,
+) -> None:
+    """Remove incomplete versions: files a killed registration left without version.json.
+
+    Their numbers stay taken. A version a live registration is still writing is never removed.
+    """
+    from pomona.registry.store import DEFAULT_GC_GRACE_S
+
+    registry = _open(ctx)
+    grace = DEFAULT_GC_GRACE_S if grace_s is None else grace_s
+    leftovers = registry.gc(name, grace_s=None if dry_run else grace)
+    if not leftovers:
+        scope = f"of {name} " if name else ""
+        console.print(f"no incomplete versions {scope}in {registry.uri}", markup=False)
+    for leftover in leftovers:
+        console.print(_describe(leftover, grace, dry_run), soft_wrap=True, markup=False)
+
+
+def _describe(leftover: IncompleteVersion, grace_s: float, dry_run: bool) -> str:
+    what = (
+        f"{leftover.ref}: {', '.join(leftover.files)} ({leftover.size:,} bytes, last written "
+        f"{leftover.modified:%Y-%m-%d %H:%M:%S} UTC)"
+    )
+    if leftover.removed:
+        return f"removed {what}"
+    if dry_run:
+        return f"incomplete {what}"
+    if leftover.writing:
+        return f"kept {what}: a registration is still writing it"
+    return f"kept {what}: written {leftover.age_s():.0f} s ago, within the {grace_s:g} s grace"
 
 
 def register(app: typer.Typer) -> None:

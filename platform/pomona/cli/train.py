@@ -96,7 +96,7 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            rows = train(config, resume=resume)
+            rows = train(config, resume=resume, registry=session.open_registry())
         finally:
             done.set()
             watcher.join()

@@ -15,7 +15,7 @@ from pathlib import Path
 from pomona.errors import CheckpointError
 from pomona.models.card import WEIGHTS_FILE
 from pomona.registry.backend import Backend
-from pomona.registry.version import VERSION_FILE, ModelVersion, corrupted, verify_files
+from pomona.registry.version import VERSION_FILE, ModelVersion, verify_files, verify_local_files
 from pomona.storage import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -51,18 +51,19 @@ def cached_copy(
     target = cache.expanduser() / record.name / f"{record.version}-{weights_prefix}"
     if target.is_dir():
         try:
-            verify_files(target, record, f"cached copy of {record.ref}")
+            verify_local_files(target, record, f"cached copy of {record.ref}")
             return target
         except CheckpointError as error:
             logger.warning("downloading %s again: %s", record.ref, error)
-    what = f"{record.ref} in {backend.uri}"
     with atomic_directory(target, overwrite=True) as staging:
-        for filename, expected in record.files.items():
-            remote = posixpath.join(version_dir, filename)
-            digest = backend.download(remote, staging / filename)
-            if digest is None:
-                raise CheckpointError(f"{what}: {filename} is missing from {version_dir}")
-            if digest != expected:
-                raise CheckpointError(corrupted(what, remote, digest, expected))
+        # Each file is hashed as it streams in; a mismatch discards the whole staging directory.
+        verify_files(
+            record,
+            f"{record.ref} in {backend.uri}",
+            version_dir,
+            lambda filename: backend.download(
+                posixpath.join(version_dir, filename), staging / filename
+            ),
+        )
         (staging / VERSION_FILE).write_text(record.model_dump_json(indent=2))
     return target

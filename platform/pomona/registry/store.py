@@ -23,6 +23,14 @@ seen is never handed out again: :meth:`Registry.delete` removes ``version.json``
 model files, and leaves the empty directory as a tombstone; a registration killed mid-copy (no
 chance to clean up) also keeps its directory, and so its number.
 
+Incomplete versions. A registration killed mid-copy (SIGKILL, power loss) leaves files without
+``version.json``: invisible, unloadable, and holding bytes. :meth:`Registry.gc` finds and removes
+those files (keeping the directory, so the number stays taken). It leaves alone a version that a
+live registration is still writing: locally a registration holds a ``flock`` on its version
+directory until it has published (the kernel drops it when the process dies); on object stores,
+which have no locks, only the grace period (``grace_s`` since the newest file was written)
+protects a slow upload.
+
 Concurrency. Distinct numbers for concurrent registrations (threads, processes, machines) come
 from the atomic claim. ``aliases.json`` is replaced as a whole, so readers see the old or the new
 mapping. Locally, alias changes and deletions also hold an exclusive lock on ``<root>/<name>`` so
@@ -41,6 +49,8 @@ import posixpath
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -48,7 +58,9 @@ from pydantic import ValidationError
 
 from pomona.config import format_validation_error
 from pomona.errors import CheckpointError, ModelNotFoundError, RegistryError
-from pomona.registry.backend import open_backend
+from pomona.models.artifact import load_model
+from pomona.models.card import ModelCard
+from pomona.registry.backend import CLAIM_PREFIX, open_backend
 from pomona.registry.cache import cached_copy
 from pomona.registry.names import ModelRef, parse_ref, validate_alias, validate_name
 from pomona.registry.version import (
@@ -64,6 +76,8 @@ logger = logging.getLogger(__name__)
 ALIASES_FILE = "aliases.json"
 REGISTRY_ENV = "POMONA_REGISTRY"
 
+DEFAULT_GC_GRACE_S = 600.0
+
 _VERSIONS = "versions"
 _MAX_CLAIM_ATTEMPTS = 1000
 
@@ -71,6 +85,39 @@ _MAX_CLAIM_ATTEMPTS = 1000
 def default_root() -> str:
     """The registry used when none is given: ``$POMONA_REGISTRY`` or ``~/.pomona/registry``."""
     return os.environ.get(REGISTRY_ENV) or str(Path.home() / ".pomona" / "registry")
+
+
+@dataclass(frozen=True)
+class IncompleteVersion:
+    """A version directory with files but no ``version.json``: a registration that was killed
+    or is still running (or a delete that was interrupted). No reader can see or load it.
+
+    Attributes:
+        name: model name.
+        version: the version number it claimed (never reused, even after :meth:`Registry.gc`).
+        files: the names of the files it holds.
+        size: their total size in bytes.
+        modified: when the newest of them was last written (UTC).
+        writing: a live registration still holds it (known on local registries only).
+        removed: :meth:`Registry.gc` removed its files.
+    """
+
+    name: str
+    version: int
+    files: tuple[str, ...]
+    size: int
+    modified: datetime
+    writing: bool = False
+    removed: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``name:N``."""
+        return f"{self.name}:{self.version}"
+
+    def age_s(self) -> float:
+        """Seconds since the newest file was written."""
+        return (datetime.now(UTC) - self.modified).total_seconds()
 
 
 class Registry:
@@ -237,8 +284,30 @@ class Registry:
         local = self._backend.local_dir(version_dir)
         if local is None:
             return cached_copy(self._backend, record, version_dir, cache_dir)
-        verify_files(local, record, f"{record.ref} in {self.uri}")
+        self._verify(record)
         return local
+
+    def verify(self, ref: str | ModelRef) -> ModelVersion:
+        """The version ``ref`` points at, after checking its stored files against
+        ``version.json`` (each file is read once where it is stored; nothing is downloaded).
+
+        Raises:
+            ModelNotFoundError: the reference does not resolve.
+            CheckpointError: a file is missing or its sha256 differs from the one recorded at
+                registration.
+        """
+        record = self.get(ref)
+        self._verify(record)
+        return record
+
+    def _verify(self, record: ModelVersion) -> None:
+        version_dir = self._version_dir(record.name, record.version)
+        verify_files(
+            record,
+            f"{record.ref} in {self.uri}",
+            version_dir,
+            lambda filename: self._backend.sha256(posixpath.join(version_dir, filename)),
+        )
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -263,8 +332,8 @@ class Registry:
         Raises:
             RegistryError: ``name`` breaks the naming rule, or an ``evaluation`` value is not
                 a finite number.
-            CheckpointError: ``model_dir`` is not a valid model directory, or a file changed
-                while it was being copied.
+            CheckpointError: ``model_dir`` is not a valid model directory, its weights do not
+                load into the card's architecture, or a file changed while it was being copied.
         """
         validate_name(name)
         # Checked before a version number is claimed, so a bad value leaves no trace.
@@ -273,35 +342,54 @@ class Registry:
             raise RegistryError(f"evaluation metrics must be finite numbers, got {bad}")
         model_dir = Path(model_dir)
         card, hashes = check_model_dir(model_dir)
+        # Built from the card and loaded strictly, as every reader will load it: weights with an
+        # extra, missing or misshapen tensor are refused now rather than at predict time.
+        load_model(model_dir)
         self._backend.create_dir(self._backend.join(name, _VERSIONS))
         number = self._claim(name)
         version_dir = self._version_dir(name, number)
         try:
-            for filename in MODEL_FILES:
-                destination = posixpath.join(version_dir, filename)
-                if self._backend.upload(model_dir / filename, destination) != hashes[filename]:
-                    raise CheckpointError(
-                        f"{model_dir / filename} changed while it was being registered"
-                    )
-            record = ModelVersion(
-                name=name,
-                version=number,
-                files=hashes,
-                architecture=card.architecture,
-                classes=card.classes,
-                metrics=card.metrics,
-                evaluation=dict(evaluation or {}),
-                dataset_sha256=card.dataset_sha256,
-                source=str(model_dir.resolve()),
-            )
-            self._backend.write_atomic(
-                posixpath.join(version_dir, VERSION_FILE),
-                record.model_dump_json(indent=2).encode("utf-8"),
-            )
+            # Held until published: gc leaves a version alone while a live process holds it.
+            with self._backend.lock(version_dir):
+                record = self._publish(model_dir, name, number, card, hashes, evaluation)
         except BaseException:
             self._discard(version_dir)
             raise
         logger.info("registered %s from %s in %s", record.ref, model_dir, self.uri)
+        return record
+
+    def _publish(
+        self,
+        model_dir: Path,
+        name: str,
+        number: int,
+        card: ModelCard,
+        hashes: dict[str, str],
+        evaluation: Mapping[str, float] | None,
+    ) -> ModelVersion:
+        """Copy the model files into claimed ``versions/<number>``, then write ``version.json``."""
+        version_dir = self._version_dir(name, number)
+        for filename in MODEL_FILES:
+            destination = posixpath.join(version_dir, filename)
+            if self._backend.upload(model_dir / filename, destination) != hashes[filename]:
+                raise CheckpointError(
+                    f"{model_dir / filename} changed while it was being registered"
+                )
+        record = ModelVersion(
+            name=name,
+            version=number,
+            files=hashes,
+            architecture=card.architecture,
+            classes=card.classes,
+            metrics=card.metrics,
+            evaluation=dict(evaluation or {}),
+            dataset_sha256=card.dataset_sha256,
+            source=str(model_dir.resolve()),
+        )
+        self._backend.write_atomic(
+            posixpath.join(version_dir, VERSION_FILE),
+            record.model_dump_json(indent=2).encode("utf-8"),
+        )
         return record
 
     def _claim(self, name: str) -> int:
@@ -322,6 +410,64 @@ class Registry:
             self._backend.delete_dir(version_dir)
         except OSError as error:
             logger.warning("could not remove partial version %s: %s", version_dir, error)
+
+    def _incomplete(self, name: str, version: int, *, writing: bool) -> IncompleteVersion | None:
+        """The leftovers in ``versions/<version>``, or None if published or empty."""
+        files = self._backend.list_files(self._version_dir(name, version))
+        # Claim objects are the number's tombstone on object stores, not leftovers.
+        leftovers = [f for f in files if not f.base_name.startswith(CLAIM_PREFIX)]
+        if not leftovers or any(f.base_name == VERSION_FILE for f in leftovers):
+            return None
+        return IncompleteVersion(
+            name=name,
+            version=version,
+            files=tuple(sorted(f.base_name for f in leftovers)),
+            size=sum(f.size or 0 for f in leftovers),
+            modified=max(f.mtime for f in leftovers).astimezone(UTC),
+            writing=writing,
+        )
+
+    def gc(
+        self, name: str | None = None, *, grace_s: float | None = DEFAULT_GC_GRACE_S
+    ) -> list[IncompleteVersion]:
+        """Find incomplete versions and remove the files of those nobody is writing any more.
+
+        A version is removed when no live registration holds it (local registries) and its
+        newest file is older than ``grace_s``. Its directory stays, so its number is never
+        handed out again.
+
+        Args:
+            name: only this model; None for every model in the registry.
+            grace_s: how long after its last write an incomplete version is left alone; None
+                lists incomplete versions without removing anything.
+
+        Returns:
+            Every incomplete version found, oldest number first, with ``removed`` set on those
+            whose files were deleted.
+
+        Raises:
+            RegistryError: ``name`` breaks the naming rule.
+        """
+        names = [validate_name(name)] if name is not None else self._names()
+        found: list[IncompleteVersion] = []
+        for model in names:
+            with self._backend.lock(self._backend.join(model)):
+                for number in self._claimed_numbers(model):
+                    version_dir = self._version_dir(model, number)
+                    # Listed under the version's lock, so a registration cannot publish between
+                    # the listing and the removal.
+                    with self._backend.lock(version_dir, wait=False) as free:
+                        leftover = self._incomplete(model, number, writing=not free)
+                        if leftover is None:
+                            continue
+                        if grace_s is None or leftover.writing or leftover.age_s() < grace_s:
+                            found.append(leftover)
+                            continue
+                        for filename in leftover.files:
+                            self._backend.delete_file(posixpath.join(version_dir, filename))
+                        found.append(replace(leftover, removed=True))
+                        logger.info("removed incomplete version %s", leftover.ref)
+        return found
 
     def set_alias(self, name: str, version: int, alias: str) -> int | None:
         """Point ``alias`` at ``version``, creating or moving it atomically.
@@ -396,9 +542,18 @@ class Registry:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise RegistryError(f"version must be a positive integer, got {version!r}")
         record = self._read_version(name, version)
-        if record is None:
-            raise self._not_found(name, f"{name} has no version {version}")
-        return record
+        if record is not None:
+            return record
+        leftover = self._incomplete(name, version, writing=False)
+        if leftover is not None:
+            raise RegistryError(
+                f"{leftover.ref} is an incomplete version, not a published one: "
+                f"{', '.join(leftover.files)} ({leftover.size:,} bytes, last written "
+                f"{leftover.modified:%Y-%m-%d %H:%M:%S} UTC) without {VERSION_FILE}, left by a "
+                "registration that was killed or is still running; nothing can load it. Remove "
+                f"its files with `pomona registry gc {name}`"
+            )
+        raise self._not_found(name, f"{name} has no version {version}")
 
     def _write_aliases(self, name: str, mapping: dict[str, int]) -> None:
         data = json.dumps(dict(sorted(mapping.items())), indent=2) + "\n"

@@ -2,11 +2,14 @@
 
 :func:`check_model_dir` checks a model directory's weights against its card's ``weights_sha256``
 (every model path a user gives, and every directory before it is registered);
-:func:`verify_files` checks a local copy of a published version against ``version.json``.
+:func:`verify_files` checks a published version's files, stored or copied, against
+``version.json``.
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -92,29 +95,37 @@ def check_model_dir(model_dir: Path) -> tuple[ModelCard, dict[str, str]]:
     return card, hashes
 
 
-def verify_files(directory: Path, record: ModelVersion, what: str) -> None:
-    """Check every file of a local copy of a version against ``version.json``.
+def verify_files(
+    record: ModelVersion, what: str, location: str, digest: Callable[[str], str | None]
+) -> None:
+    """Check every file of a version against ``version.json``.
 
     Args:
-        directory: the local directory holding the version's files.
         record: the version.
         what: how to name the copy in messages (e.g. ``pets:3 in /srv/registry``).
+        location: the directory holding the files, for messages.
+        digest: file name -> the sha256 of that file in ``location``, or None if it is missing.
 
     Raises:
         CheckpointError: a file is missing or its sha256 differs from the recorded one.
     """
     for filename, expected in record.files.items():
-        path = directory / filename
-        if not path.is_file():
-            raise CheckpointError(f"{what}: {filename} is missing from {directory}")
-        actual = sha256_file(path)
+        actual = digest(filename)
+        if actual is None:
+            raise CheckpointError(f"{what}: {filename} is missing from {location}")
         if actual != expected:
-            raise CheckpointError(corrupted(what, str(path), actual, expected))
+            raise CheckpointError(
+                f"{what}: {posixpath.join(location, filename)} has sha256 {actual} but "
+                f"version.json records {expected}; the file was modified or corrupted after "
+                "registration"
+            )
 
 
-def corrupted(what: str, path: str, actual: str, expected: str) -> str:
-    """The message for a stored file whose sha256 is not the one recorded at registration."""
-    return (
-        f"{what}: {path} has sha256 {actual} but version.json records {expected}; "
-        "the file was modified or corrupted after registration"
-    )
+def verify_local_files(directory: Path, record: ModelVersion, what: str) -> None:
+    """:func:`verify_files` for a local directory."""
+
+    def digest(filename: str) -> str | None:
+        path = directory / filename
+        return sha256_file(path) if path.is_file() else None
+
+    verify_files(record, what, str(directory), digest)
