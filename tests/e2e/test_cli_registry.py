@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.fake_models import flip_byte
 
+from pomona.cli.session import Session
 from pomona.data.shards import read_manifest, shard_paths
 
-pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.ray
 def test_registry_flow(
     pomona,
     ray_session: None,
@@ -126,3 +130,107 @@ def test_unknown_model_says_what_was_tried(pomona, tmp_path: Path, digits_folder
     assert result.code == 2
     assert "model 'ghost' not found: no such file or directory" in result.err
     assert f"no model 'ghost' in registry {tmp_path / 'registry'}" in result.err
+
+
+def test_one_global_registry_option_for_every_model_reference(
+    pomona,
+    digits_model: Path,
+    digits_dataset: Path,
+    digits_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "registry"
+    monkeypatch.setenv("POMONA_REGISTRY", str(tmp_path / "elsewhere"))
+    result = pomona("--registry", root, "registry", "register", digits_model, "--name", "digits")
+    assert result.code == 0, result.err
+    assert result.out.startswith(
+        f"registered digits:1 (simple_cnn, 10 classes) from {digits_model}"
+    )
+    assert f"in {root}" in result.out
+    assert pomona("--registry", root, "registry", "alias", "digits", "1", "production").code == 0
+    # The option wins over the environment; the environment alone names the registry too.
+    assert "digits:1 in" in pomona("--registry", root, "registry", "show", "digits").out
+    assert pomona("registry", "show", "digits").code == 2
+    monkeypatch.setenv("POMONA_REGISTRY", str(root))
+    assert "digits:1 in" in pomona("registry", "show", "digits@production").out
+    monkeypatch.delenv("POMONA_REGISTRY")
+
+    image = next(digits_folder.rglob("*.png"))
+    expected = json.loads(pomona("predict", digits_model, image, "--json").out)
+    for args in (
+        ("--registry", root, "predict", "digits@production", image, "--json"),
+        # The per-command form of earlier releases still works.
+        ("predict", "digits@production", image, "--json", "--registry", root),
+    ):
+        result = pomona(*args)
+        assert result.code == 0, result.err
+        assert json.loads(result.out) == expected
+    result = pomona("--registry", root, "explain", "digits:1", image, "--out", tmp_path / "cams")
+    assert result.code == 0, result.err
+    assert list((tmp_path / "cams").glob("*.png"))
+
+    # train --weights looks references up in the same registry (checked before any epoch; Ray is
+    # not needed to get there).
+    monkeypatch.setattr(Session, "connect", lambda self: None)
+    result = pomona(
+        "--registry",
+        root,
+        "train",
+        "--data",
+        digits_dataset,
+        "--out",
+        tmp_path / "run",
+        "--weights",
+        "digits@canary",
+    )
+    assert result.code == 2
+    assert "digits has no alias 'canary'; digits has versions 1, aliases production->1" in (
+        result.err
+    )
+
+
+def test_incomplete_versions_from_the_cli(pomona, digits_model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    assert pomona("--registry", root, "registry", "register", digits_model, "--name", "d").code == 0
+    # What a registration killed mid-copy leaves (tests/unit/registry/test_registry_gc.py kills
+    # one for real): half the weights, no version.json.
+    leftover = root / "d" / "versions" / "2" / "model.safetensors"
+    leftover.parent.mkdir()
+    leftover.write_bytes((digits_model / "model.safetensors").read_bytes()[:1000])
+
+    result = pomona("--registry", root, "registry", "list")
+    assert "incomplete (files without version.json, never published): d:2;" in result.out
+    result = pomona("--registry", root, "registry", "delete", "d", "2")
+    assert result.code == 2
+    assert "error: d:2 is an incomplete version, not a published one: model.safetensors" in (
+        result.err
+    )
+    assert "`pomona registry gc d`" in result.err
+    result = pomona("--registry", root, "registry", "gc")
+    assert result.code == 0, result.err
+    assert result.out.startswith("kept d:2: model.safetensors (1,000 bytes, last written ")
+    assert "within the 600 s grace" in result.out
+    assert leftover.exists()
+    result = pomona("--registry", root, "registry", "gc", "d", "--grace-s", "0", "--dry-run")
+    assert result.out.startswith("incomplete d:2: model.safetensors (1,000 bytes")
+    assert leftover.exists()
+    result = pomona("--registry", root, "registry", "gc", "d", "--grace-s", "0")
+    assert result.out.startswith("removed d:2: model.safetensors (1,000 bytes")
+    assert not leftover.exists()
+    assert pomona("--registry", root, "registry", "gc").out == f"no incomplete versions in {root}\n"
+    assert "incomplete" not in pomona("--registry", root, "registry", "list").out
+
+
+def test_show_verifies_checksums(pomona, digits_model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    assert pomona("--registry", root, "registry", "register", digits_model, "--name", "d").code == 0
+    result = pomona("--registry", root, "registry", "show", "d")
+    assert result.code == 0, result.err
+    assert re.search(r"^checksums +ok *$", result.out, re.MULTILINE)
+    flip_byte(root / "d" / "versions" / "1" / "model.safetensors")
+    result = pomona("--registry", root, "registry", "show", "d")
+    assert result.code == 2
+    assert re.search(r"^checksums +CORRUPT *$", result.out, re.MULTILINE)
+    assert result.err.startswith("error: d:1 in ")
+    assert "model.safetensors has sha256" in result.err and "modified or corrupted" in result.err

@@ -263,7 +263,9 @@ def gc_command(
     leftovers = registry.gc(name, grace_s=None if dry_run else grace)
     if not leftovers:
         scope = f"of {name} " if name else ""
-        console.print(f"no incomplete versions {scope}in {registry.uri}", markup=False)
+        console.print(
+            f"no incomplete versions {scope}in {registry.uri}", soft_wrap=True, markup=False
+        )
     for leftover in leftovers:
         console.print(_describe(leftover, grace, dry_run), soft_wrap=True, markup=False)
 
