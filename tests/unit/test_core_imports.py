@@ -18,6 +18,7 @@ CORE = [
     "pomona.models",
     "pomona.models.resolve",
     "pomona.train.loop",
+    "pomona.train.preflight",
     "pomona.evaluate",
     "pomona.evaluate.explain",
     "pomona.evaluate.report",
