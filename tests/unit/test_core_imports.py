@@ -21,6 +21,7 @@ CORE = [
     "pomona.models",
     "pomona.registry.resolve",
     "pomona.train.loop",
+    "pomona.train.preflight",
     "pomona.evaluate",
     "pomona.evaluate.explain",
     "pomona.evaluate.report",

@@ -27,7 +27,14 @@ def train_command(
     out: Annotated[str | None, typer.Option(help="Run directory to create.")] = None,
     model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
     weights: Annotated[
-        str | None, typer.Option(help="Pretrained weights: file, model dir, torchvision:<W>.<m>.")
+        str | None,
+        typer.Option(help="Pretrained weights: file, model dir, registry ref, torchvision:<W>.<m>"),
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="Head of --weights: auto (keep it only for the same classes), new or keep."
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
@@ -54,6 +61,7 @@ def train_command(
         "out": out,
         "model.architecture": model,
         "model.weights": weights,
+        "model.head": head,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": lr,
@@ -74,12 +82,15 @@ def train_command(
 
 def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]]:
     """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
-    from pomona.train.run_dir import check_run_dir, read_metrics
-    from pomona.train.trainer import train
+    from pomona.train.preflight import prepare_run
+    from pomona.train.run_dir import read_metrics
+    from pomona.train.trainer import run
 
-    run_dir = Path(config.out)
-    check_run_dir(config.out, resume=resume)  # fail before starting Ray
+    prepared = prepare_run(
+        config, resume=resume, registry=session.open_registry()
+    )  # everything a user can fix, before Ray
     session.connect()
+    run_dir = Path(config.out)
     done = threading.Event()
     with progress_bar("train") as bar:
         task = bar.add_task("epochs", total=config.epochs, status="starting workers")
@@ -96,12 +107,19 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            rows = train(config, resume=resume, registry=session.open_registry())
+            rows = run(prepared)
         finally:
             done.set()
             watcher.join()
         bar.update(task, completed=len(rows), status="done")
     _print_epochs(rows)
+    initial = prepared.initial_weights
+    if initial is not None:
+        console.print(
+            f"started from {initial.source} with the {initial.head} head ({initial.reason})",
+            soft_wrap=True,
+            markup=False,
+        )
     best = min(rows, key=lambda r: r["val_error"])
     console.print(
         f"best epoch {int(best['epoch'])}: val error {best['val_error']:.4f}; model at "

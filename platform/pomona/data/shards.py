@@ -85,10 +85,20 @@ def shard_paths(dataset_dir: str | Path, manifest: Manifest, split: str) -> list
     return [str(Path(dataset_dir).resolve() / shard.path) for shard in info.shards]
 
 
-def verify(dataset_dir: str | Path, manifest: Manifest) -> list[str]:
-    """Check every shard exists with its recorded sha256; return the problems (empty if none)."""
+def verify(
+    dataset_dir: str | Path, manifest: Manifest, splits: Sequence[str] | None = None
+) -> list[str]:
+    """Check shards exist with their recorded sha256; return the problems (empty if none).
+
+    Args:
+        dataset_dir: the ingested dataset directory.
+        manifest: its manifest.
+        splits: the splits to check; None checks all of them.
+    """
     problems = []
     for split, info in manifest.splits.items():
+        if splits is not None and split not in splits:
+            continue
         for shard in info.shards:
             path = Path(dataset_dir) / shard.path
             if not path.is_file():
@@ -98,3 +108,33 @@ def verify(dataset_dir: str | Path, manifest: Manifest) -> list[str]:
                     f"{split}: {shard.path} checksum {actual[:12]} != manifest {shard.sha256[:12]}"
                 )
     return problems
+
+
+def open_dataset(dataset_dir: str | Path, splits: Sequence[str]) -> Manifest:
+    """Read a dataset's manifest and verify the shards of ``splits`` before anything reads them.
+
+    Training and evaluation call this before Ray starts: a shard that changed since ingest (a
+    flipped bit that still parses would otherwise train silently) fails at once, on one line.
+
+    Args:
+        dataset_dir: the ingested dataset directory.
+        splits: the splits about to be read; each must exist and hold rows.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        DatasetError: not a dataset, a split is missing or empty, or a shard of ``splits`` is
+            missing or differs from its recorded sha256 (the first such shard is named).
+    """
+    manifest = read_manifest(dataset_dir)
+    for split in splits:
+        shard_paths(dataset_dir, manifest, split)  # raises for a missing or empty split
+    problems = verify(dataset_dir, manifest, splits)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DatasetError(
+            f"dataset {dataset_dir} does not match its manifest: {problems[0]}{more}; "
+            "ingest the images again"
+        )
+    return manifest

@@ -33,7 +33,7 @@ from torch import nn
 
 from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, read_manifest, shard_paths
+from pomona.data.shards import MANIFEST_FILE, open_dataset, shard_paths
 from pomona.errors import ConfigError, DatasetError
 from pomona.evaluate.explain import gradcam_overlays, probabilities
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
@@ -124,7 +124,7 @@ def evaluate_model(
     # Loaded here, not only in the actors, so a corrupt model fails before Ray starts; the
     # driver needs it anyway for the gallery's Grad-CAM.
     model, card = load_model(model_dir, "cpu")
-    manifest = read_manifest(dataset_dir)
+    manifest = open_dataset(dataset_dir, [split])
     _check_compatible(card, manifest, dataset_dir)
     shard_paths(dataset_dir, manifest, split)  # raises for a missing or empty split
     if connect is not None:

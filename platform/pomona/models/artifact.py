@@ -20,7 +20,7 @@ from torch import nn
 from pomona.config import format_validation_error
 from pomona.data.manifest import Preprocessing
 from pomona.errors import CheckpointError, ModelNotFoundError
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights, ModelCard
 from pomona.models.zoo import build_model, get_head, get_spec, unwrap
 from pomona.storage import atomic_write_bytes, atomic_write_text, sha256_bytes
 
@@ -35,6 +35,7 @@ def save_model(
     metrics: Mapping[str, float] | None = None,
     training: Mapping[str, Any] | None = None,
     dataset_sha256: str | None = None,
+    initial_weights: InitialWeights | None = None,
 ) -> ModelCard:
     """Write ``model`` and its card into ``directory`` (created if needed).
 
@@ -47,6 +48,7 @@ def save_model(
         metrics: e.g. ``{"val_error": 0.12, "epoch": 7}``.
         training: the training configuration as a plain mapping.
         dataset_sha256: sha256 of the dataset's ``manifest.json``.
+        initial_weights: the pretrained weights training started from, if any.
 
     Returns:
         The card written to ``model.json``.
@@ -78,6 +80,7 @@ def save_model(
         metrics=dict(metrics or {}),
         training=dict(training or {}),
         dataset_sha256=dataset_sha256,
+        initial_weights=initial_weights,
     )
     atomic_write_text(directory / CARD_FILE, card.model_dump_json(indent=2))
     return card

@@ -19,6 +19,22 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 
 
+class InitialWeights(StrictModel):
+    """Where a fine-tuned model's training started, and what became of the classifier head.
+
+    Attributes:
+        source: the pretrained weights as resolved on the driver: an absolute path (a registry
+            reference is recorded as its version directory) or ``torchvision:<Weights>.<member>``.
+        head: ``kept`` when the source's head was loaded (its classes are the dataset's),
+            ``new`` when the head started from a fresh initialisation.
+        reason: why, in words (e.g. "the classes differ: ...", "forced by model.head=new").
+    """
+
+    source: str
+    head: Literal["kept", "new"]
+    reason: str
+
+
 class ModelCard(StrictModel):
     """Everything needed to rebuild, feed and judge a model.
 
@@ -30,6 +46,8 @@ class ModelCard(StrictModel):
         metrics: e.g. ``val_error``, ``val_loss``, ``epoch``; evaluation may add test metrics.
         training: the training configuration, as a plain mapping.
         dataset_sha256: sha256 of the dataset's ``manifest.json``.
+        initial_weights: the pretrained weights training started from; None when it started
+            from a random initialisation.
     """
 
     schema_version: Literal[1] = 1
@@ -40,6 +58,7 @@ class ModelCard(StrictModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     dataset_sha256: str | None = None
+    initial_weights: InitialWeights | None = None
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property

@@ -2,9 +2,11 @@
 
 :func:`load_state_dict_file` reads a state dict from a ``.safetensors`` file, a ``.pt``/``.pth``
 checkpoint (``weights_only=True``), a pomona model directory, or a torchvision weights enum
-resolved against the local torch hub cache only. :func:`apply_pretrained` then loads it into a
-freshly built model, keeping the new head when the class count differs and adapting the first
-convolution between grayscale and RGB.
+resolved against the local torch hub cache only. :func:`choose_head` decides whether the
+checkpoint's classifier head is kept (only when its classes are the dataset's: continuing
+training) or replaced by a fresh one (fine-tuning for other classes), and :func:`apply_pretrained`
+loads the state dict into a freshly built model accordingly, adapting the first convolution
+between grayscale and RGB.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import safetensors.torch
@@ -20,7 +23,8 @@ from torch import nn
 from torchvision.models import WeightsEnum, get_weight
 
 from pomona.errors import CheckpointError
-from pomona.models.card import WEIGHTS_FILE
+from pomona.models.artifact import load_model, read_card
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.zoo import get_spec, unwrap
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,9 @@ _SOURCES_HINT = (
 )
 _MAX_LISTED = 5
 
+#: ``model.head``: ``auto`` keeps the checkpoint's head only when its classes are the dataset's.
+HeadChoice = Literal["auto", "new", "keep"]
+
 
 @dataclass
 class LoadReport:
@@ -39,8 +46,8 @@ class LoadReport:
 
     Attributes:
         loaded: keys copied unchanged into the model.
-        skipped_head: head keys left at their fresh initialisation (class count differs, or the
-            checkpoint has no head).
+        skipped_head: head keys left at their fresh initialisation (a new head was asked for,
+            or the checkpoint has none).
         adapted: first-convolution keys converted between 1 and 3 input channels.
     """
 
@@ -76,15 +83,17 @@ def load_state_dict_file(source: str | Path) -> dict[str, torch.Tensor]:
     Args:
         source: a ``.safetensors`` file; a ``.pt``/``.pth`` file holding a state dict or a
             checkpoint dict with it under ``"model"`` or ``"state_dict"``; a directory holding
-            ``model.safetensors`` (a pomona model or run directory); or
-            ``torchvision:<Weights>.<member>``, read only from the torch hub cache.
+            ``model.safetensors`` (a pomona model or run directory, whose weights are checked
+            against the sha256 of its ``model.json``); or ``torchvision:<Weights>.<member>``,
+            read only from the torch hub cache.
 
     Returns:
         The state dict, with a ``DistributedDataParallel`` ``module.`` prefix removed.
 
     Raises:
         CheckpointError: the source is missing, has an unknown extension, fails to load, holds
-            something other than tensors, or is a torchvision file absent from the cache.
+            something other than tensors, differs from its model card's checksum, or is a
+            torchvision file absent from the cache.
     """
     if isinstance(source, str) and source.startswith(TORCHVISION_PREFIX):
         weights = resolve_torchvision_weights(source)
@@ -96,6 +105,9 @@ def load_state_dict_file(source: str | Path) -> dict[str, torch.Tensor]:
             )
         return _load_pickle_free(path)
     path = Path(source)
+    if (model_dir := _model_dir(path)) is not None:
+        model, _card = load_model(model_dir)
+        return dict(model.state_dict())
     if path.is_dir():
         path = path / WEIGHTS_FILE
         if not path.is_file():
@@ -117,6 +129,79 @@ def load_state_dict_file(source: str | Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(
         f"weights {path} have an unknown extension {path.suffix!r}; {_SOURCES_HINT}"
     )
+
+
+def source_classes(source: str | Path) -> list[str] | None:
+    """The classes the weights at ``source`` were trained for, from its model card.
+
+    Returns:
+        The card's classes for a pomona model or run directory (or its ``model.safetensors``);
+        None for a bare weights file or torchvision weights, which record none.
+
+    Raises:
+        CheckpointError: the model card is not valid.
+    """
+    if isinstance(source, str) and source.startswith(TORCHVISION_PREFIX):
+        return None
+    model_dir = _model_dir(Path(source))
+    return None if model_dir is None else read_card(model_dir).classes
+
+
+def _model_dir(path: Path) -> Path | None:
+    """The pomona model directory ``path`` is or whose weights file it is; None otherwise."""
+    if path.is_file() and path.name == WEIGHTS_FILE:
+        path = path.parent
+    return path if (path / CARD_FILE).is_file() else None
+
+
+def choose_head(
+    choice: HeadChoice, weights_classes: list[str] | None, classes: list[str]
+) -> tuple[Literal["kept", "new"], str]:
+    """Whether fine-tuning keeps the checkpoint's classifier head, and why.
+
+    A head maps features to *its* classes by position, so it is worth keeping only when the
+    dataset has exactly those classes in that order (continuing training). Any other set,
+    even of the same size, gets a fresh head.
+
+    Args:
+        choice: ``auto`` decides from the classes; ``new`` and ``keep`` force either.
+        weights_classes: classes recorded with the weights (None: the source records none, so
+            ``auto`` starts a new head).
+        classes: the dataset's classes.
+
+    Returns:
+        ``("kept" | "new", reason)``.
+
+    Raises:
+        CheckpointError: ``keep`` was forced but the weights have another number of classes.
+    """
+    same = weights_classes == classes
+    differ = "" if weights_classes is None else _class_difference(weights_classes, classes)
+    if choice == "new":
+        return "new", "forced by model.head=new"
+    if choice == "keep":
+        if weights_classes is not None and len(weights_classes) != len(classes):
+            raise CheckpointError(
+                f"model.head=keep, but the weights have {len(weights_classes)} classes and the "
+                f"dataset {len(classes)} ({differ}); use model.head=new or auto"
+            )
+        return "kept", "forced by model.head=keep" + ("" if same or not differ else f"; {differ}")
+    if weights_classes is None:
+        return "new", "the weights record no classes"
+    if same:
+        return "kept", "the weights' classes are the dataset's"
+    return "new", differ
+
+
+def _class_difference(weights: list[str], dataset: list[str]) -> str:
+    if sorted(weights) == sorted(dataset):
+        return "the classes differ: same names in another order"
+    return f"the classes differ: weights {_listed(weights)}; dataset {_listed(dataset)}"
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+    return ", ".join(names[:_MAX_LISTED]) + more
 
 
 def _load_pickle_free(path: Path) -> dict[str, torch.Tensor]:
@@ -174,12 +259,16 @@ def _adapt_channels(weight: torch.Tensor, target: torch.Size) -> torch.Tensor | 
 
 
 def apply_pretrained(
-    model: nn.Module, architecture: str, state_dict: dict[str, torch.Tensor]
+    model: nn.Module,
+    architecture: str,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    keep_head: bool = False,
 ) -> LoadReport:
-    """Load ``state_dict`` into ``model``, replacing the head and adapting the first convolution.
+    """Load ``state_dict`` into ``model``, with a fresh or the checkpoint's head.
 
-    Head keys whose shape differs (another class count) or that the checkpoint lacks keep the
-    model's fresh initialisation: this is the "replace the head" step of fine-tuning. A first
+    Fine-tuning for new classes starts from a fresh head: unless ``keep_head``, the head keeps
+    the model's initialisation whatever the checkpoint holds (see :func:`choose_head`). A first
     convolution trained on 3 channels is summed over them for a 1-channel model; one trained on
     1 channel is repeated and divided by 3 for a 3-channel model.
 
@@ -187,13 +276,14 @@ def apply_pretrained(
         model: a model built by :func:`pomona.models.zoo.build_model` for ``architecture``.
         architecture: key of :data:`pomona.models.zoo.ARCHITECTURES`.
         state_dict: e.g. from :func:`load_state_dict_file`.
+        keep_head: load the checkpoint's head too; it must then be there and fit.
 
     Returns:
         Which keys were loaded, skipped (head) and adapted (first convolution).
 
     Raises:
-        CheckpointError: any other key is missing, unexpected or of the wrong shape; the message
-            lists up to five of them.
+        CheckpointError: any other key is missing, unexpected or of the wrong shape, or a kept
+            head is missing or does not fit; the message lists up to five of them.
     """
     spec = get_spec(architecture)
     model = unwrap(model)
@@ -206,11 +296,11 @@ def apply_pretrained(
     for key, value in state_dict.items():
         if key not in own:
             problems.append(f"unexpected {key}")
+        elif key.startswith(head_prefix) and not keep_head:
+            report.skipped_head.append(key)
         elif value.shape == own[key].shape:
             merged[key] = value
             report.loaded.append(key)
-        elif key.startswith(head_prefix):
-            report.skipped_head.append(key)
         elif key == stem_weight and (adapted := _adapt_channels(value, own[key].shape)) is not None:
             merged[key] = adapted
             report.adapted.append(key)
@@ -220,7 +310,7 @@ def apply_pretrained(
             )
     for key in own:
         if key not in state_dict:
-            if key.startswith(head_prefix):
+            if key.startswith(head_prefix) and not keep_head:
                 report.skipped_head.append(key)
             else:
                 problems.append(f"missing {key}")

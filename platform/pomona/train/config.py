@@ -21,7 +21,7 @@ from pydantic import (
 from pomona.config import StrictModel
 from pomona.data.augment import Augmentation
 from pomona.errors import CheckpointError
-from pomona.models.weights import TORCHVISION_PREFIX, resolve_torchvision_weights
+from pomona.models.weights import TORCHVISION_PREFIX, HeadChoice, resolve_torchvision_weights
 from pomona.models.zoo import ARCHITECTURES
 
 
@@ -31,8 +31,12 @@ class ModelConfig(StrictModel):
     Attributes:
         architecture: key of :data:`pomona.models.zoo.ARCHITECTURES` (``pomona models list``).
         weights: pretrained weights to fine-tune from: a ``.safetensors``/``.pt``/``.pth`` file,
-            a pomona model directory, or ``torchvision:<Weights>.<member>`` read from the local
-            torch hub cache; ``None`` trains from scratch.
+            a pomona model directory, a registry reference, or ``torchvision:<Weights>.<member>``
+            read from the local torch hub cache; ``None`` trains from scratch.
+        head: what happens to the weights' classifier head: ``auto`` keeps it only when the
+            weights' model card records exactly the dataset's classes, in order (continuing
+            training) and starts a new one otherwise (other classes, or no card); ``new`` and
+            ``keep`` force either.
         freeze_backbone: train only the classifier head (linear probing).
         backbone_lr_scale: the backbone's learning rate is ``learning_rate`` times this, in
             (0, 1]; below 1 it changes pretrained features more gently than the new head.
@@ -40,6 +44,7 @@ class ModelConfig(StrictModel):
 
     architecture: str = "simple_cnn"
     weights: str | None = None
+    head: HeadChoice = "auto"
     freeze_backbone: bool = False
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)
 
@@ -55,14 +60,19 @@ class ModelConfig(StrictModel):
     @field_validator("weights")
     @classmethod
     def _known_torchvision_weights(cls, weights: str | None) -> str | None:
-        # Only the name is checked here: the file itself is read on the worker, which may be
-        # another machine with its own cache.
+        # Only the name is checked here; the trainer reads the file on the driver.
         if weights is not None and weights.startswith(TORCHVISION_PREFIX):
             try:
                 resolve_torchvision_weights(weights)
             except CheckpointError as error:
                 raise ValueError(str(error)) from None
         return weights
+
+    @model_validator(mode="after")
+    def _head_needs_weights(self) -> ModelConfig:
+        if self.head == "keep" and self.weights is None:
+            raise ValueError("model.head=keep needs model.weights: there is no head to keep")
+        return self
 
 
 class ScheduleConfig(StrictModel):
@@ -91,6 +101,8 @@ class CheckpointConfig(StrictModel):
 
     Attributes:
         frequency: save a checkpoint every this many epochs (the last epoch is always saved).
+            The best epoch's model is published even when it falls between two checkpoints:
+            it is kept in memory and written with the next one.
         keep: number of most recent checkpoints kept on disk.
     """
 

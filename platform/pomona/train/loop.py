@@ -6,6 +6,7 @@ the :class:`EpochStats` they return, so the loop is tested on its own with tiny 
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from pomona.models.zoo import split_parameters
+from pomona.models.zoo import split_parameters, unwrap
 from pomona.train.config import ScheduleConfig, TrainConfig
 
 Batch = Mapping[str, Tensor]
@@ -293,3 +294,34 @@ def evaluate(
             if on_step is not None:
                 on_step(step)
     return totals.stats()
+
+
+class BestSinceCheckpoint:
+    """The best model by validation error among the epochs since the last checkpoint.
+
+    Checkpoints are written every ``checkpoint.frequency`` epochs, so the best epoch may fall
+    between two of them. Its model is copied to the CPU here and written with the next
+    checkpoint, so the run publishes its best epoch whatever the frequency. A copy exists only
+    while the best epoch so far has not been checkpointed.
+    """
+
+    def __init__(self) -> None:
+        self.best_error = math.inf
+        self._pending: tuple[nn.Module, dict[str, float]] | None = None
+
+    def update(self, model: nn.Module, metrics: Mapping[str, float], *, checkpointed: bool) -> None:
+        """Record an epoch; copy ``model`` if it is the best so far and not ``checkpointed``."""
+        if metrics["val_error"] >= self.best_error:
+            return
+        self.best_error = metrics["val_error"]
+        # A checkpointed best publishes itself; an older copy can no longer win.
+        self._pending = None if checkpointed else (_cpu_copy(model), dict(metrics))
+
+    def take(self) -> tuple[nn.Module, dict[str, float]] | None:
+        """The best uncheckpointed model and its metrics, once (None if there is none)."""
+        pending, self._pending = self._pending, None
+        return pending
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(unwrap(model)).to("cpu")

@@ -6,7 +6,8 @@ RUN/metrics.csv         one row per epoch, rewritten atomically
 RUN/curves.png          training vs validation error and loss by epoch
 RUN/model.safetensors   weights of the best epoch by validation error
 RUN/model.json          its model card
-RUN/checkpoints/        Ray Train's storage: per-epoch checkpoints and run state
+RUN/checkpoints/        Ray Train's storage: per-epoch checkpoints and run state; a checkpoint
+                        may hold best/, the better model of an epoch since the previous one
 ```
 """
 
@@ -30,6 +31,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
 CHECKPOINTS = "checkpoints"
+BEST_DIR = "best"
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -93,21 +95,53 @@ def record_epoch(run_dir: Path, row: Mapping[str, float]) -> list[dict[str, floa
     return ordered
 
 
-def best_val_error(run_dir: Path) -> float:
-    """Validation error of the best model saved in the run so far (inf when none)."""
+def publish_best(checkpoint_dir: Path, run_dir: Path) -> None:
+    """Publish the better model of a checkpoint if it beats the run's published model.
+
+    The checkpoint's own model is its epoch's; ``checkpoint_dir/best`` (when present) holds a
+    better epoch since the previous checkpoint.
+    """
+    winner = min((checkpoint_dir, checkpoint_dir / BEST_DIR), key=_val_error)
+    if _val_error(winner) < _val_error(run_dir):
+        _publish_model(winner, run_dir)
+
+
+def _val_error(model_dir: Path) -> float:
+    """Validation error of the model in ``model_dir`` (inf when there is none)."""
     from pomona.models.artifact import read_card
 
-    if not (run_dir / CARD_FILE).is_file():
+    if not (model_dir / CARD_FILE).is_file():
         return math.inf
-    return read_card(run_dir).metrics.get("val_error", math.inf)
+    return read_card(model_dir).metrics.get("val_error", math.inf)
 
 
-def publish_model(source_dir: Path, run_dir: Path) -> None:
+def _publish_model(source_dir: Path, run_dir: Path) -> None:
     """Copy a checkpoint's model files into the run directory, weights first, card last."""
     for name in (WEIGHTS_FILE, CARD_FILE):
         tmp = run_dir / f".{name}.tmp"
         shutil.copyfile(source_dir / name, tmp)
         tmp.replace(run_dir / name)
+
+
+def discard_if_unstarted(run_dir: Path, *, keep_directory: bool) -> None:
+    """Delete a fresh run that failed before recording an epoch, so its ``--out`` is free again.
+
+    A run with at least one epoch is kept: ``--resume`` continues it.
+
+    Args:
+        run_dir: the run directory.
+        keep_directory: it existed (empty) before the run; empty it instead of removing it.
+    """
+    if read_metrics(run_dir):
+        return
+    if not keep_directory:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _format(value: float) -> str:

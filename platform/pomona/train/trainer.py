@@ -27,16 +27,15 @@ from ray.train.v2.api.callback import UserCallback
 
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, read_manifest
 from pomona.models.artifact import save_model
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
+from pomona.models.card import InitialWeights
+from pomona.models.weights import apply_pretrained, load_state_dict_file
 from pomona.models.zoo import build_model, freeze_backbone, unwrap
-from pomona.registry import Registry, resolve_model
-from pomona.storage import sha256_file
+from pomona.registry import Registry
 from pomona.train import run_dir as rundir
 from pomona.train.config import TrainConfig
 from pomona.train.loop import (
+    BestSinceCheckpoint,
     EpochStats,
     build_optimizer,
     build_scheduler,
@@ -46,6 +45,8 @@ from pomona.train.loop import (
     set_rng_state,
     train_one_epoch,
 )
+from pomona.train.preflight import PreparedRun, prepare_run
+from pomona.train.rendezvous import NodeAddressTorchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,35 +56,54 @@ _STATE_FILE = "train_state.pt"
 def train(
     config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
 ) -> list[dict[str, float]]:
-    """Run (or resume) training and return the per-epoch metrics rows.
+    """Check, then run (or resume) training; return the per-epoch metrics rows.
 
-    Ray must already be initialised (see :func:`pomona.cluster.runtime.ensure_ray`).
-    ``registry`` is where a registry reference in ``model.weights`` is looked up (None: the
-    default registry).
+    Ray must already be initialised; to report mistakes before starting Ray, call
+    :func:`pomona.train.preflight.prepare_run`, then Ray, then :func:`run`.
 
     Raises:
-        ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
-            ``resume`` is True.
-        DatasetError: the dataset cannot be read.
+        ConfigError, DatasetError, CheckpointError, ModelNotFoundError: see
+            :func:`pomona.train.preflight.prepare_run`.
     """
-    run_dir = rundir.check_run_dir(config.out, resume=resume)
-    config = _with_local_weights(config, registry)
-    manifest = read_manifest(config.data)
-    dataset_sha256 = sha256_file(Path(config.data) / MANIFEST_FILE)
-    rundir.write_config(run_dir, config)
+    return run(prepare_run(config, resume=resume, registry=registry))
+
+
+def run(prepared: PreparedRun) -> list[dict[str, float]]:
+    """Run a checked training run on Ray Train and return the per-epoch metrics rows.
+
+    A fresh run that fails before its first epoch leaves no run directory behind, so the same
+    ``--out`` can be used again.
+    """
+    run_dir = prepared.run_dir
+    existed = run_dir.exists()
+    rundir.write_config(run_dir, prepared.config)
+    try:
+        _fit(prepared)
+    except BaseException:
+        if not prepared.resume:
+            rundir.discard_if_unstarted(run_dir, keep_directory=existed)
+        raise
+    return rundir.read_metrics(run_dir)
+
+
+def _fit(prepared: PreparedRun) -> None:
+    config, manifest, initial_weights = prepared.config, prepared.manifest, prepared.initial_weights
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     cpus_per_worker = config.cpus_per_worker or auto_cpus_per_worker(
         cluster_cpus, config.num_workers
     )
-
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={
             "config": config.model_dump(mode="json"),
             "manifest": manifest.model_dump(mode="json"),
-            "dataset_sha256": dataset_sha256,
+            "dataset_sha256": prepared.dataset_sha256,
+            "initial_weights": None
+            if initial_weights is None
+            else initial_weights.model_dump(mode="json"),
             "default_threads": default_threads(cluster_cpus, config.num_workers),
         },
+        torch_config=NodeAddressTorchConfig(),
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
@@ -103,29 +123,13 @@ def train(
         },
         run_config=RunConfig(
             name=rundir.CHECKPOINTS,
-            storage_path=str(run_dir),
+            storage_path=str(prepared.run_dir),
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            callbacks=[RunDirectoryCallback(str(run_dir))],
+            callbacks=[RunDirectoryCallback(str(prepared.run_dir))],
         ),
     )
     trainer.fit()
-    return rundir.read_metrics(run_dir)
-
-
-def _with_local_weights(config: TrainConfig, registry: Registry | None = None) -> TrainConfig:
-    """Resolve a model in ``model.weights`` (a run or model directory, one of its two files, or a
-    registry reference such as ``name@alias`` looked up in ``registry``) to a local model
-    directory whose weights match their recorded sha256; other weights files and
-    ``torchvision:`` names are left as they are."""
-    weights = config.model.weights
-    if weights is None or weights.startswith(TORCHVISION_PREFIX):
-        return config
-    path = Path(weights)
-    if path.is_file() and path.name not in (WEIGHTS_FILE, CARD_FILE):
-        return config
-    model = config.model.model_copy(update={"weights": str(resolve_model(weights, registry))})
-    return config.model_copy(update={"model": model})
 
 
 def default_threads(cluster_cpus: float, num_workers: int) -> int:
@@ -155,7 +159,9 @@ def auto_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
 
 class RunDirectoryCallback(UserCallback):
     """Runs in the Ray Train controller: after each report, record the epoch's metrics, redraw
-    the curves and publish the checkpoint's model if it has the best validation error so far."""
+    the curves and publish the checkpoint's model (or the better model of an earlier epoch
+    that came with it, see :class:`BestSinceCheckpoint`) if it has the best validation error
+    so far."""
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
@@ -169,9 +175,9 @@ class RunDirectoryCallback(UserCallback):
         row = metrics[0]
         rows = rundir.record_epoch(run_dir, row)
         plot_curves(rows, run_dir / rundir.CURVES_FILE)
-        if checkpoint is not None and row["val_error"] < rundir.best_val_error(run_dir):
+        if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                rundir.publish_model(Path(directory), run_dir)
+                rundir.publish_best(Path(directory), run_dir)
         logger.info(
             "epoch %d: train loss %.4f error %.4f | val loss %.4f error %.4f | %.0f samples/s",
             row["epoch"],
@@ -196,9 +202,15 @@ def _train_worker(payload: dict[str, Any]) -> None:
 
     model = build_model(architecture, manifest.num_classes, manifest.preprocessing.channels)
     checkpoint = ray.train.get_checkpoint()
-    if config.model.weights and checkpoint is None:
-        report = apply_pretrained(model, architecture, load_state_dict_file(config.model.weights))
-        logger.info("pretrained weights from %s: %s", config.model.weights, report)
+    initial = (
+        None
+        if payload["initial_weights"] is None
+        else InitialWeights.model_validate(payload["initial_weights"])
+    )
+    if initial is not None and checkpoint is None:
+        state = load_state_dict_file(initial.source)
+        report = apply_pretrained(model, architecture, state, keep_head=initial.head == "kept")
+        logger.info("pretrained weights from %s: %s", initial.source, report)
     if config.model.freeze_backbone:
         freeze_backbone(model, architecture)
     optimizer = build_optimizer(model, architecture, config)
@@ -222,6 +234,22 @@ def _train_worker(payload: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     spec = manifest.preprocessing
+    best = BestSinceCheckpoint()
+    rank = context.get_world_rank()
+
+    def save(directory: Path, network: torch.nn.Module, metrics: dict[str, float]) -> None:
+        save_model(
+            directory,
+            network,
+            architecture=architecture,
+            classes=manifest.classes,
+            preprocessing=spec,
+            metrics=metrics,
+            training=payload["config"],
+            dataset_sha256=payload["dataset_sha256"],
+            initial_weights=initial,
+        )
+
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         batches = torch_batches(
@@ -250,18 +278,13 @@ def _train_worker(payload: dict[str, Any]) -> None:
             "attempt": attempt,
         }
         due = epoch % config.checkpoint.frequency == 0 or epoch == config.epochs
-        if due and context.get_world_rank() == 0:
+        if rank == 0:
+            best.update(model, metrics, checkpointed=due)
+        if due and rank == 0:
             with tempfile.TemporaryDirectory() as directory:
-                save_model(
-                    directory,
-                    unwrap(model),
-                    architecture=architecture,
-                    classes=manifest.classes,
-                    preprocessing=spec,
-                    metrics=metrics,
-                    training=payload["config"],
-                    dataset_sha256=payload["dataset_sha256"],
-                )
+                save(Path(directory), unwrap(model), metrics)
+                if (earlier := best.take()) is not None:
+                    save(Path(directory) / rundir.BEST_DIR, *earlier)
                 torch.save(
                     {
                         "model": unwrap(model).state_dict(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,32 +94,6 @@ def test_auto_cpus_per_worker_leaves_one_cpu_for_data() -> None:
     assert auto_cpus_per_worker(2, 1) == 1.0
     assert auto_cpus_per_worker(16, 4) == 1.0
     assert auto_cpus_per_worker(1, 1) == 0.5
-
-
-def test_registry_reference_as_weights_resolves_to_local_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from pomona.data.manifest import Preprocessing
-    from pomona.models import build_model, save_model
-    from pomona.registry import Registry
-    from pomona.train.trainer import _with_local_weights
-
-    save_model(
-        tmp_path / "model",
-        build_model("simple_cnn", 2, 1),
-        architecture="simple_cnn",
-        classes=["a", "b"],
-        preprocessing=Preprocessing(height=8, width=8, channels=1),
-    )
-    registry = Registry(str(tmp_path / "registry"))
-    registry.register(tmp_path / "model", "base")
-    registry.set_alias("base", 1, "production")
-    monkeypatch.setenv("POMONA_REGISTRY", str(tmp_path / "registry"))
-    config = TrainConfig(data="d", out="o", model={"weights": "base@production"})
-    resolved = _with_local_weights(config).model.weights
-    assert resolved is not None and (Path(resolved) / "model.safetensors").is_file()
-    as_file = TrainConfig(data="d", out="o", model={"weights": str(tmp_path / "model")})
-    assert _with_local_weights(as_file) == as_file
 
 
 def test_default_threads_share_the_cores() -> None:

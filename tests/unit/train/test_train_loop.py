@@ -1,4 +1,4 @@
-"""The plain-torch loop: schedules, optimizer groups, one epoch, stats and RNG state."""
+"""The plain-torch loop: schedules, optimizer groups, one epoch, stats, RNG state, best model."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from pomona.models.zoo import build_model, freeze_backbone
 from pomona.train.config import ScheduleConfig, TrainConfig
 from pomona.train.loop import (
+    BestSinceCheckpoint,
     EpochStats,
     build_optimizer,
     build_scheduler,
@@ -174,3 +175,29 @@ def test_seed_everything_is_reproducible() -> None:
     first = _draw()
     seed_everything(7)
     assert _draw() == first
+
+
+def test_the_best_epoch_between_checkpoints_is_kept_for_the_next_one() -> None:
+    model = nn.Linear(2, 2)
+    best = BestSinceCheckpoint()
+    # checkpoint.frequency 3: epochs 3 and 6 are checkpointed.
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    best.update(model, {"epoch": 1, "val_error": 0.5}, checkpointed=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    best.update(model, {"epoch": 2, "val_error": 0.2}, checkpointed=False)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    best.update(model, {"epoch": 3, "val_error": 0.4}, checkpointed=True)
+    taken = best.take()
+    assert taken is not None
+    kept, metrics = taken
+    assert metrics["epoch"] == 2
+    assert torch.equal(kept.weight, torch.full((2, 2), 2.0))  # a copy, not the live model
+    assert best.take() is None  # written once
+
+    best.update(model, {"epoch": 4, "val_error": 0.3}, checkpointed=False)  # not the best
+    best.update(model, {"epoch": 5, "val_error": 0.1}, checkpointed=False)
+    best.update(model, {"epoch": 6, "val_error": 0.05}, checkpointed=True)  # newer and better
+    assert best.take() is None

@@ -11,11 +11,11 @@ from pomona.errors import CheckpointError
 from pomona.models.card import WEIGHTS_FILE
 from pomona.registry import Registry
 from pomona.train.config import TrainConfig
-from pomona.train.trainer import _with_local_weights
+from pomona.train.preflight import resolve_weights
 
 
 def weights_of(config: TrainConfig, registry: Registry | None = None) -> str | None:
-    return _with_local_weights(config, registry).model.weights
+    return resolve_weights(config, registry).model.weights
 
 
 def config_with(weights: str) -> TrainConfig:

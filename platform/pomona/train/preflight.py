@@ -1,0 +1,141 @@
+"""What ``pomona train`` checks on the driver before Ray starts.
+
+A mistake found here costs the user nothing: no Ray start-up, no half-made run directory.
+:func:`prepare_run` checks the run directory, verifies the checksums of the shards training
+reads, and checks the pretrained weights. The
+pretrained weights are resolved to an absolute path (workers run in another working directory,
+possibly on another machine), read, and loaded into the model the dataset needs, which also
+decides whether the checkpoint's classifier head is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pomona.data.manifest import Manifest
+from pomona.data.shards import MANIFEST_FILE, open_dataset
+from pomona.models.artifact import read_card
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
+from pomona.models.weights import (
+    TORCHVISION_PREFIX,
+    apply_pretrained,
+    choose_head,
+    load_state_dict_file,
+    source_classes,
+)
+from pomona.models.zoo import build_model
+from pomona.registry import Registry, resolve_model
+from pomona.storage import sha256_file
+from pomona.train.config import TrainConfig
+from pomona.train.run_dir import check_run_dir
+
+logger = logging.getLogger(__name__)
+
+#: The splits a training run reads.
+TRAIN_SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A training run whose inputs have been checked, ready for Ray Train.
+
+    Attributes:
+        config: the configuration, with ``model.weights`` resolved (see :func:`resolve_weights`).
+        run_dir: the absolute run directory.
+        resume: continue the run in ``run_dir`` from its last checkpoint.
+        manifest: the dataset's manifest; the shards of :data:`TRAIN_SPLITS` match it.
+        dataset_sha256: sha256 of the dataset's ``manifest.json``.
+        initial_weights: the pretrained weights and head decision; None from scratch.
+    """
+
+    config: TrainConfig
+    run_dir: Path
+    resume: bool
+    manifest: Manifest
+    dataset_sha256: str
+    initial_weights: InitialWeights | None
+
+
+def prepare_run(
+    config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
+) -> PreparedRun:
+    """Check everything a user can fix, without Ray.
+
+    ``registry`` is where a registry reference in ``model.weights`` is looked up (None: the
+    default registry).
+
+    Raises:
+        ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
+            ``resume`` is True.
+        DatasetError: the dataset cannot be read, or a shard differs from its manifest.
+        CheckpointError, ModelNotFoundError: the pretrained weights cannot be used (see
+            :func:`check_weights`).
+    """
+    run_dir = check_run_dir(config.out, resume=resume)
+    config = resolve_weights(config, registry)
+    manifest = open_dataset(config.data, TRAIN_SPLITS)
+    if resume and (run_dir / CARD_FILE).is_file():
+        # The weights were checked when the run started; its checkpoints have replaced them.
+        initial_weights = read_card(run_dir).initial_weights
+    else:
+        initial_weights = check_weights(config, manifest)
+    return PreparedRun(
+        config=config,
+        run_dir=run_dir,
+        resume=resume,
+        manifest=manifest,
+        dataset_sha256=sha256_file(Path(config.data) / MANIFEST_FILE),
+        initial_weights=initial_weights,
+    )
+
+
+def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> TrainConfig:
+    """``config`` with ``model.weights`` as the workers can open it.
+
+    A weights file becomes an absolute path (relative to this process's working directory, not
+    the workers'); a model (a run or model directory, one of its two files, or a registry
+    reference such as ``name@alias`` looked up in ``registry``) becomes its local model directory,
+    whose weights have been checked against their recorded sha256; ``torchvision:`` names stay
+    as they are.
+
+    Raises:
+        ModelNotFoundError: the weights are neither a path nor a registered model.
+        CheckpointError: a model's weights no longer match their checksum.
+    """
+    weights = config.model.weights
+    if weights is None or weights.startswith(TORCHVISION_PREFIX):
+        return config
+    path = Path(weights).expanduser()
+    if path.is_file() and path.name not in (WEIGHTS_FILE, CARD_FILE):
+        resolved = path
+    else:
+        resolved = resolve_model(weights, registry)
+    model = config.model.model_copy(update={"weights": str(resolved.resolve())})
+    return config.model_copy(update={"model": model})
+
+
+def check_weights(config: TrainConfig, manifest: Manifest) -> InitialWeights | None:
+    """Load ``model.weights`` into the model for ``manifest`` and choose its head.
+
+    ``config`` must come from :func:`resolve_weights`. The workers repeat the load with the same
+    head decision, which this returns for them and for the model card.
+
+    Returns:
+        The weights' source, head decision and reason; None when training starts from scratch.
+
+    Raises:
+        CheckpointError: the weights are missing, unreadable (e.g. refused by
+            ``torch.load(weights_only=True)``), corrupt, or do not fit the architecture, or a
+            forced ``keep`` head does not fit the dataset's classes.
+    """
+    source = config.model.weights
+    if source is None:
+        return None
+    head, reason = choose_head(config.model.head, source_classes(source), manifest.classes)
+    architecture = config.model.architecture
+    model = build_model(architecture, manifest.num_classes, manifest.preprocessing.channels)
+    apply_pretrained(model, architecture, load_state_dict_file(source), keep_head=head == "kept")
+    logger.info("fine-tuning from %s with the %s head: %s", source, head, reason)
+    return InitialWeights(source=source, head=head, reason=reason)

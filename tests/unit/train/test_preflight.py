@@ -1,0 +1,100 @@
+"""Checks before Ray starts: weights resolved, read and fitted, head chosen, data verified."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from support.corrupt import dataset_with_flipped_shard
+
+from pomona.data.shards import read_manifest
+from pomona.errors import CheckpointError, DatasetError
+from pomona.models import build_model, save_model
+from pomona.registry import Registry
+from pomona.train.config import TrainConfig
+from pomona.train.preflight import prepare_run, resolve_weights
+
+
+class Payload:
+    """Something only a full unpickler could rebuild."""
+
+
+def weights_dir(directory: Path, dataset: Path, classes: list[str] | None = None) -> Path:
+    manifest = read_manifest(dataset)
+    classes = classes or manifest.classes
+    save_model(
+        directory,
+        build_model("simple_cnn", len(classes), manifest.preprocessing.channels),
+        architecture="simple_cnn",
+        classes=classes,
+        preprocessing=manifest.preprocessing,
+    )
+    return directory
+
+
+def config(dataset: Path, out: Path, **model: object) -> TrainConfig:
+    return TrainConfig(data=str(dataset), out=str(out), model=model)
+
+
+def test_registry_reference_as_weights_resolves_to_local_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_dataset: Path
+) -> None:
+    weights_dir(tmp_path / "model", digits_dataset)
+    registry = Registry(str(tmp_path / "registry"))
+    registry.register(tmp_path / "model", "base")
+    registry.set_alias("base", 1, "production")
+    monkeypatch.setenv("POMONA_REGISTRY", str(tmp_path / "registry"))
+    resolved = resolve_weights(config(digits_dataset, tmp_path / "o", weights="base@production"))
+    assert resolved.model.weights is not None
+    assert (Path(resolved.model.weights) / "model.safetensors").is_file()
+
+
+def test_a_relative_weights_path_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_dataset: Path
+) -> None:
+    weights_dir(tmp_path / "model", digits_dataset)
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_weights(config(digits_dataset, tmp_path / "o", weights="model"))
+    assert resolved.model.weights == str((tmp_path / "model").resolve())
+    assert os.path.isabs(resolved.model.weights)
+    tv = config(digits_dataset, tmp_path / "o", weights="torchvision:ResNet18_Weights.DEFAULT")
+    assert resolve_weights(tv) == tv
+
+
+def test_the_head_is_chosen_from_the_weights_card(tmp_path: Path, digits_dataset: Path) -> None:
+    same = weights_dir(tmp_path / "same", digits_dataset)
+    kept = prepare_run(config(digits_dataset, tmp_path / "a", weights=str(same)))
+    assert kept.initial_weights is not None and kept.initial_weights.head == "kept"
+
+    others = [f"letter_{c}" for c in "abcdefghij"]  # ten classes, like the digits
+    other = weights_dir(tmp_path / "other", digits_dataset, classes=others)
+    new = prepare_run(config(digits_dataset, tmp_path / "b", weights=str(other)))
+    assert new.initial_weights is not None and new.initial_weights.head == "new"
+    assert "the classes differ" in new.initial_weights.reason
+    forced = prepare_run(config(digits_dataset, tmp_path / "c", weights=str(same), head="new"))
+    assert forced.initial_weights is not None and forced.initial_weights.head == "new"
+    assert prepare_run(config(digits_dataset, tmp_path / "d")).initial_weights is None
+
+
+def test_weights_torch_load_refuses_fail_on_one_line(tmp_path: Path, digits_dataset: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"features.0.0.weight": torch.zeros(1), "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=True") as raised:
+        prepare_run(config(digits_dataset, tmp_path / "run", weights=str(path)))
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path, digits_dataset: Path) -> None:
+    path = tmp_path / "resnet.pt"
+    torch.save(build_model("resnet18", 10, 1).state_dict(), path)
+    with pytest.raises(CheckpointError, match="do not fit simple_cnn"):
+        prepare_run(config(digits_dataset, tmp_path / "run", weights=str(path)))
+
+
+def test_a_flipped_shard_byte_is_refused(tmp_path: Path, digits_dataset: Path) -> None:
+    shard = dataset_with_flipped_shard(digits_dataset, tmp_path / "ds")
+    with pytest.raises(DatasetError, match=f"train: {shard} checksum"):
+        prepare_run(config(tmp_path / "ds", tmp_path / "run"))
