@@ -74,11 +74,11 @@ def train_command(
 
 def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]]:
     """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
-    from pomona.train.run_dir import check_run_dir, read_metrics
+    from pomona.train.run_dir import read_metrics
     from pomona.train.trainer import train
 
     run_dir = Path(config.out)
-    check_run_dir(config.out, resume=resume)  # fail before starting Ray
+    _check_before_ray(config, resume=resume)
     session.connect()
     done = threading.Event()
     with progress_bar("train") as bar:
@@ -108,6 +108,18 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
         f"{run_dir / 'model.safetensors'}; curves at {run_dir / 'curves.png'}"
     )
     return rows
+
+
+def _check_before_ray(config: TrainConfig, *, resume: bool) -> None:
+    """What a user can fix and no Ray is needed to see: the run directory, the dataset and its
+    train and validation splits. Ray takes seconds to start; a typo should not wait for it."""
+    from pomona.data.shards import read_manifest, shard_paths
+    from pomona.train.run_dir import check_run_dir
+
+    check_run_dir(config.out, resume=resume)
+    manifest = read_manifest(config.data)
+    for split in ("train", "val"):
+        shard_paths(config.data, manifest, split)
 
 
 def _print_epochs(rows: list[dict[str, float]]) -> None:
