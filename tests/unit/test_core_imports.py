@@ -21,6 +21,7 @@ CORE = [
     "pomona.evaluate",
     "pomona.evaluate.explain",
     "pomona.evaluate.report",
+    "pomona.plots",
     "pomona.registry",
     "pomona.cli.registry",
     "pomona.cli.evaluate",
@@ -42,7 +43,7 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("modules", "forbidden"),
-    [(CORE, ("ray",)), (["pomona.evaluate"], ("matplotlib.pyplot",))],
+    [(CORE, ("ray",)), (["pomona.evaluate", "pomona.plots"], ("matplotlib.pyplot",))],
 )
 def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:
     assert imported_after(modules, forbidden) == []
