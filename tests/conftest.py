@@ -8,7 +8,6 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("POMONA_PROGRESS", "0")
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,17 @@ def ray_session() -> Iterator[None]:
     ensure_ray(num_cpus=2, log_to_driver=True)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if the code under test starts or joins Ray (through pomona's one way in)."""
+    from pomona.cluster import runtime
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        pytest.fail("Ray was started; this mistake must be reported before Ray is needed")
+
+    monkeypatch.setattr(runtime, "ensure_ray", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def test_digits_ingest_inspect(pomona, tmp_path: Path) -> None:
         "2",
     )
     assert result.code == 0, result.err
-    assert "found 1797, ingested 1797, rejected 0" in result.out
+    assert "found 1797, ingested 1797, rejected 0, ignored 0" in result.out
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["image_shape"] == [12, 12, 1]
     assert manifest["label_from"] == "prefix"

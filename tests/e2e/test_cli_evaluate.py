@@ -125,7 +125,7 @@ def test_evaluate_report_matches_scikit_learn(
 
 
 def test_evaluate_refuses_a_dataset_the_model_does_not_fit(
-    pomona, ray_session: None, digits_model: Path, tmp_path: Path
+    pomona, ray_forbidden: None, digits_model: Path, tmp_path: Path
 ) -> None:
     write_digits(tmp_path / "images", size=8, limit=40)
     ingest(
@@ -150,6 +150,15 @@ def test_evaluate_refuses_a_dataset_the_model_does_not_fit(
     assert result.code == 2
     assert "exists and is not an evaluation report" in result.err
     assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+
+    result = pomona("evaluate", digits_model, "--data", tmp_path / "none", "--out", tmp_path / "r")
+    assert result.code == 2
+    assert "is not a pomona dataset" in result.err
+    result = pomona(
+        "evaluate", tmp_path / "no-model", "--data", tmp_path / "small", "--out", tmp_path / "r"
+    )
+    assert result.code == 2
+    assert "no-model" in result.err
 
 
 def known_digits(model_dir: Path, dataset: Path, folder: Path) -> dict[Path, str]:

@@ -1,24 +1,20 @@
-"""Unit tests are plain Python: any test that leaves Ray running fails."""
+"""Unit tests are plain Python: a test that starts Ray, or uses one already running, fails."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import pytest
 import torch
+from support.ray_guard import forbid_ray
 
 
 @pytest.fixture(autouse=True)
-def _no_ray_in_unit_tests() -> Iterator[None]:
-    def running() -> bool:
-        ray = sys.modules.get("ray")
-        return ray is not None and ray.is_initialized()
-
-    before = running()
-    yield
-    if running() and not before:
-        pytest.fail("a unit test started Ray; move it to tests/integration")
+def _no_ray_in_unit_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with forbid_ray(monkeypatch) as attempts:
+        yield
+    if attempts:
+        pytest.fail(f"a unit test {attempts[0]}; move it to tests/integration")
 
 
 @pytest.fixture(autouse=True)

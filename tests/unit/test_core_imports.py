@@ -25,6 +25,7 @@ CORE = [
     "pomona.evaluate",
     "pomona.evaluate.explain",
     "pomona.evaluate.report",
+    "pomona.plots",
     "pomona.registry",
     "pomona.cli.registry",
     "pomona.cli.evaluate",
@@ -56,7 +57,7 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
     ("modules", "forbidden"),
     [
         (CORE, ("ray",)),
-        (["pomona.evaluate"], ("matplotlib.pyplot",)),
+        (["pomona.evaluate", "pomona.plots"], ("matplotlib.pyplot",)),
         # models stand below the registry: loading a model directory needs no registry.
         (submodules("pomona.models"), ("pomona.registry",)),
     ],

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
-import click
 import typer
+from rich.markup import escape
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pomona import log
 from pomona.cli import data, demo, evaluate, models, registry, train
@@ -62,17 +63,37 @@ for module in (data, models, train, evaluate, registry, demo):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entrypoint; ``argv`` defaults to ``sys.argv[1:]`` (jobs/ pass their own)."""
+    """Console-script entrypoint; ``argv`` defaults to ``sys.argv[1:]`` (jobs/ pass their own).
+
+    Exits with status 2 after a :class:`PomonaError` (one ``error:`` line) or a usage error (the
+    command's usage line, then one ``error:`` line); any other exception keeps its traceback.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, prog_name="pomona", standalone_mode=False)
     except PomonaError as error:
-        err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
-        sys.exit(2)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.ClickException as error:
-        error.show()
+        _fail(str(error))
+    except NoArgsIsHelpError as error:
+        # typer printed the help while raising this; only the exit status is left.
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
+    # typer 0.29 raises its own vendored click exceptions (a bad flag, command or value), not
+    # click's: these are the classes it really raises, whatever click is installed.
+    except UsageError as error:
+        if error.ctx is not None:
+            err_console.print(error.ctx.get_usage(), soft_wrap=True, markup=False)
+            err_console.print(
+                f"Try '{error.ctx.command_path} --help' for help.", soft_wrap=True, markup=False
+            )
+        _fail(error.format_message(), error.exit_code)
+    except typer.TyperException as error:
+        _fail(error.format_message(), error.exit_code)
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
+    # Without standalone mode typer returns an exit status (``--help``, Ctrl-C) instead of exiting.
+    if isinstance(status, int) and status:
+        sys.exit(status)
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    sys.exit(status)

@@ -119,7 +119,7 @@ def _print_summary(dataset: Path, manifest: Manifest) -> None:
     )
     console.print(
         f"found {manifest.found}, ingested {manifest.ingested}, rejected {manifest.rejected}, "
-        f"exact duplicates {manifest.duplicates}"
+        f"ignored {manifest.ignored}, exact duplicates {manifest.duplicates}"
     )
     table = Table("class", *SPLITS, "total")
     for name in manifest.classes:

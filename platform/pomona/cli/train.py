@@ -86,9 +86,8 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
     from pomona.train.run_dir import read_metrics
     from pomona.train.trainer import run
 
-    prepared = prepare_run(
-        config, resume=resume, registry=session.open_registry()
-    )  # everything a user can fix, before Ray
+    # Everything a user can fix is checked before Ray starts.
+    prepared = prepare_run(config, resume=resume, registry=session.open_registry())
     session.connect()
     run_dir = Path(config.out)
     done = threading.Event()

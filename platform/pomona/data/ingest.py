@@ -90,8 +90,15 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
         raise DatasetError(f"output {out} is inside the source folder {src}; choose OUT elsewhere")
     if out.exists() and not config.overwrite:
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
-    layout, files = discover(src, config.label_from)
-    logger.info("found %d files under %s (labels from %s)", len(files), src, layout)
+    discovery = discover(src, config.label_from)
+    layout, files = discovery.layout, discovery.files
+    logger.info(
+        "found %d files under %s (labels from %s), %d ignored as OS or tool litter",
+        discovery.found,
+        src,
+        layout,
+        discovery.ignored,
+    )
 
     with atomic_directory(out, overwrite=config.overwrite) as tmp:
         staging = tmp / _STAGING
@@ -119,9 +126,10 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
             preprocessing=config.preprocessing,
             seed=config.seed,
             split=config.split,
-            found=len(files),
+            found=discovery.found,
             ingested=len(accepted),
             rejected=rejected,
+            ignored=discovery.ignored,
             duplicates=len(hashes) - len(set(hashes)),
             splits=splits,
         )

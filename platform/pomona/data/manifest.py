@@ -108,6 +108,7 @@ class Manifest(StrictModel):
     found: int = Field(ge=0)
     ingested: int = Field(ge=0)
     rejected: int = Field(ge=0)
+    ignored: int = Field(0, ge=0, description="OS or tool litter skipped unread (.DS_Store, ...)")
     duplicates: int = Field(0, ge=0, description="ingested files whose bytes equal another's")
     splits: dict[str, SplitInfo]
 
@@ -120,9 +121,10 @@ class Manifest(StrictModel):
 
     @model_validator(mode="after")
     def _counts_reconcile(self) -> Manifest:
-        if self.found != self.ingested + self.rejected:
+        if self.found != self.ingested + self.rejected + self.ignored:
             raise ValueError(
-                f"found ({self.found}) != ingested ({self.ingested}) + rejected ({self.rejected})"
+                f"found ({self.found}) != ingested ({self.ingested}) + rejected "
+                f"({self.rejected}) + ignored ({self.ignored})"
             )
         if sum(s.rows for s in self.splits.values()) != self.ingested:
             raise ValueError("split rows do not add up to the ingested count")

@@ -13,7 +13,7 @@ from pomona.evaluate.metrics import (
     expected_calibration_error,
     misclassified,
 )
-from pomona.evaluate.plots import plot_confusion, plot_curves, plot_per_class, plot_reliability
+from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 
 __all__ = [
     "ECE_BINS",
@@ -30,7 +30,6 @@ __all__ = [
     "misclassified",
     "overlay",
     "plot_confusion",
-    "plot_curves",
     "plot_per_class",
     "plot_reliability",
     "png_bytes",

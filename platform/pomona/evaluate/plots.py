@@ -1,44 +1,20 @@
-"""Evaluation and training plots, written as PNG files.
+"""Evaluation plots (confusion matrix, per-class scores, reliability), written as PNG files.
 
-Figures are built as :class:`matplotlib.figure.Figure` objects on an explicit Agg canvas rather
-than through ``pyplot``: nothing is registered in pyplot's global figure list (so nothing leaks
-across many reports in one process) and no GUI backend is ever selected, even where a display
-exists. Each figure is dropped once its PNG is written.
+Built on :mod:`pomona.plots`, so no figure is registered with pyplot and none outlives its PNG.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from pomona.evaluate.metrics import EvaluationMetrics, calibration_bins
-from pomona.storage import atomic_write_bytes
+from pomona.plots import new_figure, save_figure
 
-_DPI = 110
 # Beyond this many classes, per-cell numbers in the confusion matrix overlap and become noise.
 _ANNOTATE_MAX_CLASSES = 20
 _LABEL_MAX_CHARS = 24
-
-
-def _new_figure(width_in: float, height_in: float) -> Figure:
-    figure = Figure(figsize=(width_in, height_in), dpi=_DPI)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    figure.clear()
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _label(name: str) -> str:
@@ -71,7 +47,7 @@ def plot_confusion(metrics: EvaluationMetrics, path: str | Path, normalize: bool
     else:
         values = counts
     side = float(np.clip(2.5 + 0.28 * n, 5, 16))
-    figure = _new_figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     axes = figure.add_subplot()
     image = axes.imshow(
         values, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest"
@@ -91,7 +67,7 @@ def plot_confusion(metrics: EvaluationMetrics, path: str | Path, normalize: bool
             text = f"{value:.2f}" if normalize else f"{int(value)}"
             color = "white" if value > threshold else "black"
             axes.text(col, row, text, ha="center", va="center", color=color, fontsize=fontsize - 1)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
@@ -107,7 +83,7 @@ def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
         ``path``.
     """
     n = metrics.num_classes
-    figure = _new_figure(8, float(np.clip(1.5 + 0.32 * n, 3.5, 20)))
+    figure = new_figure(8, float(np.clip(1.5 + 0.32 * n, 3.5, 20)))
     axes = figure.add_subplot()
     rows = np.arange(n)
     height = 0.27
@@ -128,7 +104,7 @@ def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
         f"Per-class scores (macro P {macro.precision:.2f} / R {macro.recall:.2f} / "
         f"F1 {macro.f1:.2f})"
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) -> Path:
@@ -150,7 +126,7 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) ->
     width = bins.edges[1] - bins.edges[0]
     filled = bins.count > 0
 
-    figure = _new_figure(6, 7)
+    figure = new_figure(6, 7)
     top, bottom = figure.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
     )
@@ -182,43 +158,4 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) ->
     bottom.bar(centres, bins.count, width=width, edgecolor="black", color="gray")
     bottom.set_xlabel("confidence (top-1 probability)")
     bottom.set_ylabel("samples")
-    return _save(figure, path)
-
-
-_CURVE_KEYS = ("epoch", "train_loss", "train_error", "val_loss", "val_error")
-
-
-def plot_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Draw training curves: train vs. validation error (top) and loss (bottom) by epoch.
-
-    Args:
-        rows: one mapping per epoch with keys ``epoch``, ``train_loss``, ``train_error``,
-            ``val_loss`` and ``val_error`` (extra keys are ignored).
-        path: PNG file to write (parent folders are created).
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ValueError: ``rows`` is empty or a row lacks one of the keys.
-    """
-    if not rows:
-        raise ValueError("plot_curves needs at least one epoch row")
-    for index, row in enumerate(rows):
-        missing = [key for key in _CURVE_KEYS if key not in row]
-        if missing:
-            raise ValueError(f"row {index} lacks {missing}; each row needs {list(_CURVE_KEYS)}")
-    epochs = [row["epoch"] for row in rows]
-    figure = _new_figure(7, 6.5)
-    error_axes, loss_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.1})
-    for axes, metric in ((error_axes, "error"), (loss_axes, "loss")):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            values = [row[f"{split}_{metric}"] for row in rows]
-            axes.plot(epochs, values, style, markersize=3, label=f"{split} {metric}")
-        axes.set_ylabel(metric)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    error_axes.set_ylim(bottom=0)
-    error_axes.set_title("Training curves")
-    loss_axes.set_xlabel("epoch")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -70,11 +70,6 @@ class ModelRef:
         if self.alias is not None:
             validate_alias(self.alias)
 
-    @property
-    def is_latest(self) -> bool:
-        """True when the reference names neither a version nor an alias."""
-        return self.version is None and self.alias is None
-
     def __str__(self) -> str:
         if self.version is not None:
             return f"{self.name}:{self.version}"

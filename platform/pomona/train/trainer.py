@@ -169,7 +169,7 @@ class RunDirectoryCallback(UserCallback):
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
     ) -> None:
-        from pomona.evaluate.plots import plot_curves
+        from pomona.plots import plot_curves
 
         run_dir = Path(self.run_dir)
         row = metrics[0]

@@ -48,7 +48,12 @@ def test_ingest_writes_manifest_shards_and_counts(tmp_path: Path) -> None:
     manifest = run(src, tmp_path / "out", shard_rows=4)
     assert manifest.classes == ["cat", "dog"]
     assert manifest.image_shape == (8, 8, 3)
-    assert (manifest.found, manifest.ingested, manifest.rejected) == (20, 20, 0)
+    assert (manifest.found, manifest.ingested, manifest.rejected, manifest.ignored) == (
+        20,
+        20,
+        0,
+        0,
+    )
     assert {s: i.counts for s, i in manifest.splits.items()} == {
         "train": {"cat": 6, "dog": 6},
         "val": {"cat": 2, "dog": 2},
@@ -111,6 +116,26 @@ def test_bad_files_rejected_and_counts_reconcile(
     assert reasons["dog/float.tif"] == "unsupported image mode 'F'"
     assert reasons["loose.png"].startswith("no label")
     assert reasons["cat/locked.png"] == "unreadable: Permission denied"
+
+
+def test_os_litter_is_ignored_not_rejected(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    good = png_bytes(Image.fromarray(gradient(16, 16)))
+    for litter in (".DS_Store", "cat/._0.png", "cat/Thumbs.db", "dog/desktop.ini"):
+        write(src / litter, b"\x00\x05\x16\x07 not an image")
+    write(src / "__MACOSX" / "cat" / "0.png", good)  # decodable, but litter all the same
+    write(src / "dog" / "notes.txt", b"not an image")
+    manifest = run(src, tmp_path / "out")
+    assert (manifest.found, manifest.ingested, manifest.rejected, manifest.ignored) == (
+        18,
+        12,
+        1,
+        5,
+    )
+    assert manifest.classes == ["cat", "dog"]
+    with open(tmp_path / "out" / "rejected.csv") as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == ["dog/notes.txt"]
+    assert read_manifest(tmp_path / "out").ignored == 5
 
 
 def test_duplicates_never_cross_splits(tmp_path: Path) -> None:

@@ -43,11 +43,6 @@ def test_parse_ref(text: str, expected: ModelRef) -> None:
     assert parse_ref(str(ref)) == ref
 
 
-def test_ref_is_latest() -> None:
-    assert parse_ref("cats").is_latest
-    assert not parse_ref("cats@prod").is_latest
-
-
 @pytest.mark.parametrize(
     "text",
     ["cats:0", "cats:-1", "cats:x", "cats:", "cats@", "cats:1@prod", "a:1:2", "../x:1", "@p"],

@@ -1,0 +1,38 @@
+"""Usage mistakes (a bad flag, command or value) print the usage line and the problem, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "problem"),
+    [
+        (("train", "--bogus"), "Usage: pomona train [OPTIONS]", "No such option: --bogus"),
+        (("nosuchcommand",), "Usage: pomona [OPTIONS] COMMAND", "No such command 'nosuchcommand'"),
+        (
+            ("train", "--epochs", "abc"),
+            "Usage: pomona train [OPTIONS]",
+            "Invalid value for '--epochs'",
+        ),
+        (("ingest",), "Usage: pomona ingest [OPTIONS]", "Missing argument 'src'"),
+    ],
+)
+def test_usage_error_shows_usage_and_problem(
+    pomona, ray_forbidden: None, args: tuple[str, ...], usage: str, problem: str
+) -> None:
+    result = pomona(*args)
+    assert result.code == 2
+    lines = result.err.splitlines()
+    assert lines[0].startswith(usage), result.err
+    assert lines[-1].startswith("error: ") and problem in lines[-1], result.err
+    assert "Traceback" not in result.err
+    assert result.out == ""
+
+
+def test_help_exits_zero(pomona) -> None:
+    result = pomona("train", "--help")
+    assert result.code == 0
+    assert "Usage: pomona train" in result.out
