@@ -1,13 +1,33 @@
-"""`pomona train` argument errors: one clear line, exit 2, and no Ray started."""
+"""`pomona train` mistakes: one clear line, exit 2, found before Ray starts, nothing left behind."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+import torch
+from support.corrupt import dataset_with_flipped_shard
+
+from pomona.cli.session import session
 
 pytestmark = pytest.mark.e2e
+
+
+class Payload:
+    """Something only a full unpickler could rebuild."""
+
+
+@pytest.fixture
+def ray_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every attempt to start or join Ray (and makes it fail, should one come)."""
+    calls: list[str] = []
+
+    def connect() -> None:
+        calls.append("connect")
+        raise AssertionError("Ray was started although the command should have failed first")
+
+    monkeypatch.setattr(session, "connect", connect)
+    return calls
 
 
 @pytest.mark.parametrize(
@@ -24,19 +44,75 @@ pytestmark = pytest.mark.e2e
         (("--data", "d", "--out", "{tmp}/existing"), "already exists; continue it with"),
         (("--resume", "{tmp}/empty"), "does not exist"),
         (("{tmp}/missing.yaml",), "config file"),
+        (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "model.head"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "needs model.weights"),
     ],
 )
-def test_train_errors(pomona, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+def test_train_errors(
+    pomona, ray_starts: list[str], tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "metrics.csv").write_text("epoch\n")
-    ray_was_running = ray_running()
     result = pomona("train", *(a.format(tmp=tmp_path) for a in args))
     assert result.code == 2, result.out
     assert message in result.err
     assert "Traceback" not in result.err
-    assert ray_running() == ray_was_running  # rejected before Ray was started
+    assert ray_starts == []
+    assert not (tmp_path / "run").exists()
 
 
-def ray_running() -> bool:
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
+def test_weights_refused_by_weights_only_fail_before_ray(
+    pomona, ray_starts: list[str], digits_dataset: Path, tmp_path: Path
+) -> None:
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.zeros(1), "payload": Payload()}, evil)
+    result = pomona("train", "--data", digits_dataset, "--out", tmp_path / "run", "--weights", evil)
+    assert result.code == 2
+    assert result.err.startswith("error: ")  # no progress bar: nothing started
+    assert len(result.err.strip().splitlines()) == 1
+    assert "weights_only=True" in result.err and "Payload" in result.err
+    assert ray_starts == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_weights_path_that_does_not_exist_fails_before_ray(
+    pomona, ray_starts: list[str], digits_dataset: Path, tmp_path: Path
+) -> None:
+    result = pomona(
+        "train", "--data", digits_dataset, "--out", tmp_path / "run", "--weights", "nope.pt"
+    )
+    assert result.code == 2
+    assert "model 'nope.pt' not found" in result.err
+    assert ray_starts == []
+
+
+def test_train_and_evaluate_refuse_a_flipped_shard_byte(
+    pomona, ray_starts: list[str], digits_dataset: Path, digits_model: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "ds"
+    shard = dataset_with_flipped_shard(digits_dataset, data, split="test")
+    train_shard = dataset_with_flipped_shard(digits_dataset, tmp_path / "ds2", split="train")
+
+    evaluated = pomona("evaluate", digits_model, "--data", data, "--out", tmp_path / "report")
+    assert evaluated.code == 2
+    assert f"test: {shard} checksum" in error_line(evaluated.err)
+    assert not (tmp_path / "report").exists()
+
+    trained = pomona("train", "--data", tmp_path / "ds2", "--out", tmp_path / "run")
+    assert trained.code == 2
+    assert f"train: {train_shard} checksum" in error_line(trained.err)
+
+    # Training reads train and val only, so the damaged test shard does not stop it here:
+    # it gets past the checks and reaches the (refused) Ray start.
+    with pytest.raises(AssertionError, match="Ray was started"):
+        pomona("train", "--data", data, "--out", tmp_path / "run")
+    assert ray_starts == ["connect"]
+
+
+def error_line(stderr: str) -> str:
+    """The one ``error:`` line of a failed command (a progress bar may precede it)."""
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
