@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from support.corrupt import dataset_with_flipped_shard
+from support.processes import train_worker_pids
 
 from pomona.cli.session import session
 
@@ -116,3 +121,37 @@ def error_line(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     return errors[0]
+
+
+@pytest.mark.ray
+def test_a_run_killed_before_its_first_epoch_leaves_no_run_dir(
+    pomona, ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ("train", "--data", digits_dataset, "--out", run, "--workers", "1", "--epochs", "1")
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for pid in train_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+
+    import ray.train
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    try:
+        # Not a mistake the user made: Ray Train's error keeps its traceback.
+        with pytest.raises(ray.train.TrainingFailedError):
+            pomona(*args, "--set", "max_failures=0")
+    finally:
+        killer.join()
+    assert killed
+    assert not run.exists()
+
+    result = pomona(*args)  # the same --out works at once
+    assert result.code == 0, result.err
+    assert (run / "model.safetensors").is_file()
