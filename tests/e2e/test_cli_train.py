@@ -1,14 +1,25 @@
-"""`pomona train` argument errors: one clear line, exit 2, and no Ray started."""
+"""`pomona train` mistakes: one clear line, exit 2, found before Ray starts, nothing left behind."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from support.corrupt import dataset_with_flipped_shard
+from support.processes import train_worker_pids
 
 from pomona.data.shards import read_manifest, write_manifest
 
 pytestmark = pytest.mark.e2e
+
+
+class Payload:
+    """Something only a full unpickler could rebuild."""
 
 
 @pytest.mark.parametrize(
@@ -25,8 +36,10 @@ pytestmark = pytest.mark.e2e
         (("--data", "d", "--out", "{tmp}/existing"), "already exists; continue it with"),
         (("--resume", "{tmp}/empty"), "does not exist"),
         (("{tmp}/missing.yaml",), "config file"),
-        (("--data", "/does/not/exist", "--out", "{tmp}/run"), "is not a pomona dataset"),
+        (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
         (("--data", "{tmp}/no_val", "--out", "{tmp}/run"), "no rows in split 'val'"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "model.head"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "needs model.weights"),
     ],
 )
 def test_train_errors(
@@ -44,6 +57,7 @@ def test_train_errors(
     assert result.code == 2, result.out
     assert message in result.err
     assert "Traceback" not in result.err
+    assert not (tmp_path / "run").exists()
 
 
 def _without_val(dataset: Path, out: Path) -> None:
@@ -54,3 +68,90 @@ def _without_val(dataset: Path, out: Path) -> None:
     manifest.splits["val"] = val.model_copy(update={"rows": 0, "shards": []})
     out.mkdir()
     write_manifest(out, manifest)
+
+
+def test_weights_refused_by_weights_only_fail_before_ray(
+    pomona, ray_forbidden: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.zeros(1), "payload": Payload()}, evil)
+    result = pomona("train", "--data", digits_dataset, "--out", tmp_path / "run", "--weights", evil)
+    assert result.code == 2
+    assert result.err.startswith("error: ")  # no progress bar: nothing started
+    assert len(result.err.strip().splitlines()) == 1
+    assert "weights_only=True" in result.err and "Payload" in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_weights_path_that_does_not_exist_fails_before_ray(
+    pomona, ray_forbidden: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    result = pomona(
+        "train", "--data", digits_dataset, "--out", tmp_path / "run", "--weights", "nope.pt"
+    )
+    assert result.code == 2
+    assert "model 'nope.pt' not found" in result.err
+
+
+def test_train_and_evaluate_refuse_a_flipped_shard_byte(
+    pomona, ray_forbidden: None, digits_dataset: Path, digits_model: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "ds"
+    shard = dataset_with_flipped_shard(digits_dataset, data, split="test")
+    train_shard = dataset_with_flipped_shard(digits_dataset, tmp_path / "ds2", split="train")
+
+    evaluated = pomona("evaluate", digits_model, "--data", data, "--out", tmp_path / "report")
+    assert evaluated.code == 2
+    assert f"test: {shard} checksum" in error_line(evaluated.err)
+    assert not (tmp_path / "report").exists()
+
+    trained = pomona("train", "--data", tmp_path / "ds2", "--out", tmp_path / "run")
+    assert trained.code == 2
+    assert f"train: {train_shard} checksum" in error_line(trained.err)
+
+    # Training reads train and val only, so the damaged test shard does not stop it here:
+    # it gets past the checks and reaches the (refused) Ray start.
+    with pytest.raises(pytest.fail.Exception, match="Ray was started"):
+        pomona("train", "--data", data, "--out", tmp_path / "run")
+
+
+def error_line(stderr: str) -> str:
+    """The one ``error:`` line of a failed command (a progress bar may precede it)."""
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@pytest.mark.ray
+def test_a_run_killed_before_its_first_epoch_leaves_no_run_dir(
+    pomona, ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ("train", "--data", digits_dataset, "--out", run, "--workers", "1", "--epochs", "1")
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for pid in train_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+
+    import ray.train
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    try:
+        # Not a mistake the user made: Ray Train's error keeps its traceback.
+        with pytest.raises(ray.train.TrainingFailedError):
+            pomona(*args, "--set", "max_failures=0")
+    finally:
+        killer.join()
+    assert killed
+    assert not run.exists()
+
+    result = pomona(*args)  # the same --out works at once
+    assert result.code == 0, result.err
+    assert (run / "model.safetensors").is_file()

@@ -1,4 +1,5 @@
-"""Ray Train end to end: accuracy, 1 vs 2 workers, fault tolerance, resume, transfer learning."""
+"""Ray Train end to end: accuracy, 1 vs 2 workers, fault tolerance, resume, transfer learning,
+the head kept or replaced, the best epoch between checkpoints, listeners on loopback only."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+import torch
+from support.processes import train_worker_pids
 
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
 from pomona.errors import ConfigError
+from pomona.models.artifact import read_card
+from pomona.models.weights import load_state_dict_file
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import read_metrics
 from pomona.train.trainer import train
@@ -70,29 +76,6 @@ def test_two_workers_reach_95_percent_like_one_worker(
     assert abs(one[-1]["val_error"] - two[-1]["val_error"]) <= 0.03
 
 
-def _train_worker_pids() -> list[int]:
-    """PIDs of RayTrainWorker processes descended from this test process (ours to kill)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            todo.append(child)
-            try:
-                if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
-                    found.append(child)
-            except OSError:
-                continue
-    return found
-
-
 def test_killed_worker_is_replaced_and_resumes_from_checkpoint(
     ray_session: None, digits_dataset: Path, tmp_path: Path
 ) -> None:
@@ -105,7 +88,7 @@ def test_killed_worker_is_replaced_and_resumes_from_checkpoint(
     while not read_metrics(run) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert read_metrics(run), "training produced no epoch in time"
-    pids = _train_worker_pids()
+    pids = train_worker_pids()
     assert len(pids) == 2
     os.kill(pids[-1], signal.SIGKILL)
     thread.join(timeout=300)
@@ -133,13 +116,22 @@ def test_resume_continues_an_existing_run(
         train(config(digits_dataset, tmp_path / "never", num_workers=1), resume=True)
 
 
-def test_transfer_learning_beats_random_init(ray_session: None, tmp_path: Path) -> None:
-    write_digits(tmp_path / "low", size=16)
-    write_digits(tmp_path / "high", size=16)
-    low = ingest_digits(tmp_path / "low", tmp_path / "ds-low", keep={"0", "1", "2", "3", "4"})
-    high = ingest_digits(tmp_path / "high", tmp_path / "ds-high", keep={"5", "6", "7", "8", "9"})
-    train(config(low, tmp_path / "pretrain", epochs=4, num_workers=1))
+@pytest.fixture(scope="module")
+def low_high(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Digits 0-4 and 5-9 as two datasets, and a run pretrained on 0-4."""
+    root = tmp_path_factory.mktemp("transfer")
+    write_digits(root / "low", size=16)
+    write_digits(root / "high", size=16)
+    low = ingest_digits(root / "low", root / "ds-low", keep={"0", "1", "2", "3", "4"})
+    high = ingest_digits(root / "high", root / "ds-high", keep={"5", "6", "7", "8", "9"})
+    train(config(low, root / "pretrain", epochs=4, num_workers=1))
+    return low, high, root / "pretrain"
 
+
+def test_transfer_learning_beats_random_init(
+    ray_session: None, low_high: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, high, pretrain = low_high
     # The error after a 1-epoch budget is noisy (BatchNorm statistics, few steps), so the rate
     # is low and the batch small. Measured here (val error, scratch vs tuned): seeds 0/1/2 gave
     # 0.22/0.19, 0.20/0.07, 0.16/0.10 fine-tuning all layers; 0.59/0.39, 0.57/0.32, 0.57/0.32
@@ -158,6 +150,107 @@ def test_transfer_learning_beats_random_init(ray_session: None, tmp_path: Path) 
                 high, tmp_path / f"scratch-{freeze}", model={"freeze_backbone": freeze}, **budget
             )
         )
-        weights = {"weights": str(tmp_path / "pretrain"), "freeze_backbone": freeze}
+        weights = {"weights": str(pretrain), "freeze_backbone": freeze}
         tuned = train(config(high, tmp_path / f"tuned-{freeze}", model=weights, **budget))
         assert tuned[-1]["val_error"] < scratch[-1]["val_error"], f"freeze_backbone={freeze}"
+
+
+def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # BatchNorm's running statistics and step counts move in train mode whatever the rate.
+    return {
+        k: v
+        for k, v in state.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
+
+
+def test_fine_tuning_for_other_classes_starts_a_new_head(
+    ray_session: None, low_high: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    low, high, pretrain = low_high
+    source = _parameters(load_state_dict_file(pretrain))
+    # A learning rate near zero leaves every trained parameter where it started, so what the
+    # run started from shows through: the same five-class shape, but digits 5-9 are not 0-4.
+    still = {
+        "epochs": 1,
+        "num_workers": 1,
+        "learning_rate": 1e-7,
+        "weight_decay": 0,
+        "schedule": {"name": "constant"},
+    }
+    for dataset, name, head in ((high, "other-classes", "new"), (low, "same-classes", "kept")):
+        run = tmp_path / name
+        train(config(dataset, run, model={"weights": str(pretrain)}, **still))
+        card = read_card(run)
+        assert card.initial_weights is not None
+        assert (card.initial_weights.source, card.initial_weights.head) == (str(pretrain), head)
+        tuned = _parameters(load_state_dict_file(run))
+        for key, value in source.items():
+            if key.startswith("fc.") and head == "new":
+                assert not torch.allclose(tuned[key], value, atol=1e-3), key
+            else:
+                torch.testing.assert_close(tuned[key], value, atol=1e-4, rtol=0, msg=key)
+
+
+def test_the_best_epoch_between_checkpoints_is_published(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    # Only epoch 3 is checkpointed. The learning rate warms up to a value that wrecks the
+    # network, so the best epoch comes earlier (measured here: epochs 1-3 at ...).
+    rows = train(
+        config(
+            digits_dataset,
+            run,
+            epochs=3,
+            num_workers=1,
+            learning_rate=4.0,
+            schedule={"name": "constant", "warmup_epochs": 3},
+            checkpoint={"frequency": 3},
+        )
+    )
+    best = min(rows, key=lambda r: r["val_error"])
+    assert int(best["epoch"]) < 3, (
+        f"precondition: the best epoch must fall between checkpoints {rows}"
+    )
+    card = read_card(run)
+    assert card.metrics["epoch"] == best["epoch"]
+    assert card.metrics["val_error"] == pytest.approx(best["val_error"])
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("epoch-*"))
+    assert checkpoints == ["epoch-0003"]
+
+
+def _listeners(pids: list[int]) -> set[tuple[int, str, int]]:
+    found = set()
+    for pid in pids:
+        try:
+            for connection in psutil.Process(pid).net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((pid, connection.laddr.ip, connection.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_training_workers_listen_on_loopback_only(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    listeners: set[tuple[int, str, int]] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            listeners.update(_listeners(train_worker_pids()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        train(config(digits_dataset, run, epochs=2, num_workers=2))
+    finally:
+        done.set()
+        watcher.join()
+    # Two workers: at least rank 0's rendezvous store and each worker's gloo pair listen.
+    assert len({pid for pid, _, _ in listeners}) == 2, listeners
+    wildcard = {entry for entry in listeners if entry[1] in ("0.0.0.0", "::")}
+    assert not wildcard, f"listening on all interfaces: {wildcard}"

@@ -62,7 +62,7 @@ def _init_process_group(
     backend: str, rank: int, world_size: int, address: str, port: int, timeout_s: int
 ) -> None:
     timeout = timedelta(seconds=timeout_s)
-    listen_fd = listen_on(address, port) if rank == 0 else None
+    listen_fd = _listen_on(address, port) if rank == 0 else None
     store = dist.TCPStore(
         address,
         port,
@@ -77,7 +77,7 @@ def _init_process_group(
     )
 
 
-def listen_on(address: str, port: int) -> int:
+def _listen_on(address: str, port: int) -> int:
     """A listening TCP socket bound to ``address:port``; its file descriptor, now the caller's."""
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     server = socket.create_server((address, port), family=family)

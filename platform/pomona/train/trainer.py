@@ -1,6 +1,8 @@
 """Ray Train wiring for ``pomona train``: data-parallel SGD over the Parquet dataset.
 
-The driver validates the config, writes it to the run directory and starts a ``TorchTrainer``.
+The driver checks the run's inputs (:mod:`pomona.train.preflight`), writes the config to the run
+directory and starts a ``TorchTrainer`` whose process group listens on the node's address only
+(:mod:`pomona.train.rendezvous`).
 Each worker builds the model, reads its shard of the train and validation splits through Ray
 Data, trains with DDP (gloo on CPU, nccl on GPU), all-reduces the epoch statistics and reports
 them; rank 0 attaches a checkpoint (model files + optimizer/scheduler/RNG state). A callback in the
