@@ -448,7 +448,9 @@ class Registry:
         Raises:
             RegistryError: ``name`` breaks the naming rule.
         """
-        names = [validate_name(name)] if name is not None else self._names()
+        if name is not None:
+            validate_name(name)
+        names = [n for n in self._names() if name is None or n == name]
         found: list[IncompleteVersion] = []
         for model in names:
             with self._backend.lock(self._backend.join(model)):

@@ -89,6 +89,7 @@ def test_a_registration_killed_mid_copy_is_found_and_removed(
     assert removed.ref == "pets:2" and removed.removed
     assert list(version_dir.iterdir()) == []
     assert registry.gc(grace_s=0) == []
+    assert registry.gc("ghost", grace_s=0) == []
     # gc keeps the directory, so the number stays taken.
     assert registry.register(model_dir, "pets").version == 3
     with pytest.raises(ModelNotFoundError):
