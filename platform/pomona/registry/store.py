@@ -427,10 +427,18 @@ class Registry:
             writing=writing,
         )
 
+    def incomplete_versions(self, name: str | None = None) -> list[IncompleteVersion]:
+        """Incomplete versions of ``name`` (None: of every model), oldest number first.
+
+        Raises:
+            RegistryError: ``name`` breaks the naming rule.
+        """
+        return self._sweep(name, grace_s=None)
+
     def gc(
-        self, name: str | None = None, *, grace_s: float | None = DEFAULT_GC_GRACE_S
+        self, name: str | None = None, *, grace_s: float = DEFAULT_GC_GRACE_S
     ) -> list[IncompleteVersion]:
-        """Find incomplete versions and remove the files of those nobody is writing any more.
+        """Remove the files of incomplete versions that nobody is writing any more.
 
         A version is removed when no live registration holds it (local registries) and its
         newest file is older than ``grace_s``. Its directory stays, so its number is never
@@ -438,8 +446,7 @@ class Registry:
 
         Args:
             name: only this model; None for every model in the registry.
-            grace_s: how long after its last write an incomplete version is left alone; None
-                lists incomplete versions without removing anything.
+            grace_s: how long after its last write an incomplete version is left alone.
 
         Returns:
             Every incomplete version found, oldest number first, with ``removed`` set on those
@@ -448,6 +455,10 @@ class Registry:
         Raises:
             RegistryError: ``name`` breaks the naming rule.
         """
+        return self._sweep(name, grace_s=grace_s)
+
+    def _sweep(self, name: str | None, grace_s: float | None) -> list[IncompleteVersion]:
+        """Find incomplete versions; with ``grace_s``, remove those old enough and not held."""
         if name is not None:
             validate_name(name)
         names = [n for n in self._names() if name is None or n == name]
