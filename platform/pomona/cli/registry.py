@@ -14,8 +14,7 @@ from pomona.cli.console import console
 from pomona.cli.session import session
 
 if TYPE_CHECKING:
-    from pomona.registry import ModelVersion, Registry
-    from pomona.registry.store import IncompleteVersion
+    from pomona.registry import IncompleteVersion, ModelVersion, Registry
 
 registry_app = typer.Typer(
     help="Versioned model registry: register, list, show, alias and delete model versions; gc "

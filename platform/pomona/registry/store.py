@@ -49,8 +49,8 @@ import posixpath
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -66,6 +66,7 @@ from pomona.registry.names import ModelRef, parse_ref, validate_alias, validate_
 from pomona.registry.version import (
     MODEL_FILES,
     VERSION_FILE,
+    IncompleteVersion,
     ModelVersion,
     check_model_dir,
     verify_files,
@@ -85,39 +86,6 @@ _MAX_CLAIM_ATTEMPTS = 1000
 def default_root() -> str:
     """The registry used when none is given: ``$POMONA_REGISTRY`` or ``~/.pomona/registry``."""
     return os.environ.get(REGISTRY_ENV) or str(Path.home() / ".pomona" / "registry")
-
-
-@dataclass(frozen=True)
-class IncompleteVersion:
-    """A version directory with files but no ``version.json``: a registration that was killed
-    or is still running (or a delete that was interrupted). No reader can see or load it.
-
-    Attributes:
-        name: model name.
-        version: the version number it claimed (never reused, even after :meth:`Registry.gc`).
-        files: the names of the files it holds.
-        size: their total size in bytes.
-        modified: when the newest of them was last written (UTC).
-        writing: a live registration still holds it (known on local registries only).
-        removed: :meth:`Registry.gc` removed its files.
-    """
-
-    name: str
-    version: int
-    files: tuple[str, ...]
-    size: int
-    modified: datetime
-    writing: bool = False
-    removed: bool = False
-
-    @property
-    def ref(self) -> str:
-        """``name:N``."""
-        return f"{self.name}:{self.version}"
-
-    def age_s(self) -> float:
-        """Seconds since the newest file was written."""
-        return (datetime.now(UTC) - self.modified).total_seconds()
 
 
 class Registry:
