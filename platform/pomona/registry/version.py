@@ -125,7 +125,8 @@ def check_model_dir(model_dir: Path) -> tuple[ModelCard, dict[str, str]]:
     if hashes[WEIGHTS_FILE] != card.weights_sha256:
         raise CheckpointError(
             f"{model_dir / WEIGHTS_FILE} has sha256 {hashes[WEIGHTS_FILE]} but its card records "
-            f"{card.weights_sha256}: the weights do not belong to this card"
+            f"{card.weights_sha256}: the weights were modified or corrupted, or do not belong to "
+            "this card"
         )
     return card, hashes
 
