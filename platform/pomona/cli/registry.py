@@ -14,8 +14,7 @@ from pomona.cli.console import console
 from pomona.cli.session import session
 
 if TYPE_CHECKING:
-    from pomona.registry import ModelVersion, Registry
-    from pomona.registry.store import IncompleteVersion
+    from pomona.registry import IncompleteVersion, ModelVersion, Registry
 
 registry_app = typer.Typer(
     help="Versioned model registry: register, list, show, alias and delete model versions; gc "
@@ -131,7 +130,7 @@ def list_command(ctx: typer.Context) -> None:
 
 def _print_incomplete(registry: Registry) -> None:
     """One line about incomplete versions, so their bytes do not go unnoticed."""
-    leftovers = registry.gc(grace_s=None)
+    leftovers = registry.incomplete_versions()
     if leftovers:
         refs = ", ".join(leftover.ref for leftover in leftovers)
         console.print(
@@ -260,7 +259,7 @@ def gc_command(
 
     registry = _open(ctx)
     grace = DEFAULT_GC_GRACE_S if grace_s is None else grace_s
-    leftovers = registry.gc(name, grace_s=None if dry_run else grace)
+    leftovers = registry.incomplete_versions(name) if dry_run else registry.gc(name, grace_s=grace)
     if not leftovers:
         scope = f"of {name} " if name else ""
         console.print(

@@ -16,7 +16,8 @@ class Session:
     Attributes:
         address: Ray cluster address, or None for ``RAY_ADDRESS`` / an embedded local Ray.
         registry: model registry root (directory or URI) for model references and
-            ``pomona registry``, or None for ``$POMONA_REGISTRY`` / ``~/.pomona/registry``.
+            ``pomona registry``, from ``--registry`` or ``$POMONA_REGISTRY``; None for
+            ``~/.pomona/registry``.
         verbose: stream Ray worker logs and pomona's INFO logs to the terminal.
     """
 

@@ -49,8 +49,8 @@ import posixpath
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -66,6 +66,7 @@ from pomona.registry.names import ModelRef, parse_ref, validate_alias, validate_
 from pomona.registry.version import (
     MODEL_FILES,
     VERSION_FILE,
+    IncompleteVersion,
     ModelVersion,
     check_model_dir,
     verify_files,
@@ -85,39 +86,6 @@ _MAX_CLAIM_ATTEMPTS = 1000
 def default_root() -> str:
     """The registry used when none is given: ``$POMONA_REGISTRY`` or ``~/.pomona/registry``."""
     return os.environ.get(REGISTRY_ENV) or str(Path.home() / ".pomona" / "registry")
-
-
-@dataclass(frozen=True)
-class IncompleteVersion:
-    """A version directory with files but no ``version.json``: a registration that was killed
-    or is still running (or a delete that was interrupted). No reader can see or load it.
-
-    Attributes:
-        name: model name.
-        version: the version number it claimed (never reused, even after :meth:`Registry.gc`).
-        files: the names of the files it holds.
-        size: their total size in bytes.
-        modified: when the newest of them was last written (UTC).
-        writing: a live registration still holds it (known on local registries only).
-        removed: :meth:`Registry.gc` removed its files.
-    """
-
-    name: str
-    version: int
-    files: tuple[str, ...]
-    size: int
-    modified: datetime
-    writing: bool = False
-    removed: bool = False
-
-    @property
-    def ref(self) -> str:
-        """``name:N``."""
-        return f"{self.name}:{self.version}"
-
-    def age_s(self) -> float:
-        """Seconds since the newest file was written."""
-        return (datetime.now(UTC) - self.modified).total_seconds()
 
 
 class Registry:
@@ -427,10 +395,18 @@ class Registry:
             writing=writing,
         )
 
+    def incomplete_versions(self, name: str | None = None) -> list[IncompleteVersion]:
+        """Incomplete versions of ``name`` (None: of every model), oldest number first.
+
+        Raises:
+            RegistryError: ``name`` breaks the naming rule.
+        """
+        return self._sweep(name, grace_s=None)
+
     def gc(
-        self, name: str | None = None, *, grace_s: float | None = DEFAULT_GC_GRACE_S
+        self, name: str | None = None, *, grace_s: float = DEFAULT_GC_GRACE_S
     ) -> list[IncompleteVersion]:
-        """Find incomplete versions and remove the files of those nobody is writing any more.
+        """Remove the files of incomplete versions that nobody is writing any more.
 
         A version is removed when no live registration holds it (local registries) and its
         newest file is older than ``grace_s``. Its directory stays, so its number is never
@@ -438,8 +414,7 @@ class Registry:
 
         Args:
             name: only this model; None for every model in the registry.
-            grace_s: how long after its last write an incomplete version is left alone; None
-                lists incomplete versions without removing anything.
+            grace_s: how long after its last write an incomplete version is left alone.
 
         Returns:
             Every incomplete version found, oldest number first, with ``removed`` set on those
@@ -448,7 +423,13 @@ class Registry:
         Raises:
             RegistryError: ``name`` breaks the naming rule.
         """
-        names = [validate_name(name)] if name is not None else self._names()
+        return self._sweep(name, grace_s=grace_s)
+
+    def _sweep(self, name: str | None, grace_s: float | None) -> list[IncompleteVersion]:
+        """Find incomplete versions; with ``grace_s``, remove those old enough and not held."""
+        if name is not None:
+            validate_name(name)
+        names = [n for n in self._names() if name is None or n == name]
         found: list[IncompleteVersion] = []
         for model in names:
             with self._backend.lock(self._backend.join(model)):

@@ -1,4 +1,5 @@
-"""What a published version is (``version.json``) and the checks of model files against checksums.
+"""What a version is (``version.json``, or the leftovers of an incomplete one) and the checks of
+model files against checksums.
 
 :func:`check_model_dir` checks a model directory's weights against its card's ``weights_sha256``
 (every model path a user gives, and every directory before it is registered);
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -61,6 +63,39 @@ class ModelVersion(StrictModel):
         return f"{self.name}:{self.version}"
 
 
+@dataclass(frozen=True)
+class IncompleteVersion:
+    """A version directory with files but no ``version.json``: a registration that was killed
+    or is still running (or a delete that was interrupted). No reader can see or load it.
+
+    Attributes:
+        name: model name.
+        version: the version number it claimed (never reused, even after gc).
+        files: the names of the files it holds.
+        size: their total size in bytes.
+        modified: when the newest of them was last written (UTC).
+        writing: a live registration still holds it (known on local registries only).
+        removed: gc removed its files.
+    """
+
+    name: str
+    version: int
+    files: tuple[str, ...]
+    size: int
+    modified: datetime
+    writing: bool = False
+    removed: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``name:N``."""
+        return f"{self.name}:{self.version}"
+
+    def age_s(self) -> float:
+        """Seconds since the newest file was written."""
+        return (datetime.now(UTC) - self.modified).total_seconds()
+
+
 def check_model_dir(model_dir: Path) -> tuple[ModelCard, dict[str, str]]:
     """Check that ``model_dir`` is a usable model directory.
 
@@ -90,7 +125,8 @@ def check_model_dir(model_dir: Path) -> tuple[ModelCard, dict[str, str]]:
     if hashes[WEIGHTS_FILE] != card.weights_sha256:
         raise CheckpointError(
             f"{model_dir / WEIGHTS_FILE} has sha256 {hashes[WEIGHTS_FILE]} but its card records "
-            f"{card.weights_sha256}: the weights do not belong to this card"
+            f"{card.weights_sha256}: the weights were modified or corrupted, or do not belong to "
+            "this card"
         )
     return card, hashes
 

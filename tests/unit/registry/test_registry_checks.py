@@ -49,7 +49,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(
     with pytest.raises(CheckpointError, match=rf"does not fit simple_cnn: .*{match}"):
         registry.register(model_dir, "pets")
     assert registry.list_models() == []
-    assert registry.gc(grace_s=None) == []
+    assert registry.incomplete_versions() == []
 
 
 @pytest.mark.parametrize("kind", ["local", "object store"])

@@ -75,6 +75,7 @@ def test_a_registration_killed_mid_copy_is_found_and_removed(
         registry.delete("pets", 2)
 
     # Within the grace period it is reported, not removed.
+    assert [v.ref for v in registry.incomplete_versions("pets")] == ["pets:2"]
     (found,) = registry.gc()
     assert (found.ref, found.files, found.writing, found.removed) == (
         "pets:2",
@@ -89,6 +90,7 @@ def test_a_registration_killed_mid_copy_is_found_and_removed(
     assert removed.ref == "pets:2" and removed.removed
     assert list(version_dir.iterdir()) == []
     assert registry.gc(grace_s=0) == []
+    assert registry.gc("ghost", grace_s=0) == []
     # gc keeps the directory, so the number stays taken.
     assert registry.register(model_dir, "pets").version == 3
     with pytest.raises(ModelNotFoundError):
