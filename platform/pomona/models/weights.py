@@ -175,22 +175,22 @@ def choose_head(
     Raises:
         CheckpointError: ``keep`` was forced but the weights have another number of classes.
     """
-    same = weights_classes == classes
-    differ = "" if weights_classes is None else _class_difference(weights_classes, classes)
+    forced = "forced by model.head=keep"
     if choice == "new":
         return "new", "forced by model.head=new"
-    if choice == "keep":
-        if weights_classes is not None and len(weights_classes) != len(classes):
-            raise CheckpointError(
-                f"model.head=keep, but the weights have {len(weights_classes)} classes and the "
-                f"dataset {len(classes)} ({differ}); use model.head=new or auto"
-            )
-        return "kept", "forced by model.head=keep" + ("" if same or not differ else f"; {differ}")
     if weights_classes is None:
-        return "new", "the weights record no classes"
-    if same:
-        return "kept", "the weights' classes are the dataset's"
-    return "new", differ
+        return ("kept", forced) if choice == "keep" else ("new", "the weights record no classes")
+    if weights_classes == classes:
+        return "kept", forced if choice == "keep" else "the weights' classes are the dataset's"
+    differ = _class_difference(weights_classes, classes)
+    if choice == "auto":
+        return "new", differ
+    if len(weights_classes) != len(classes):
+        raise CheckpointError(
+            f"model.head=keep, but the weights have {len(weights_classes)} classes and the "
+            f"dataset {len(classes)} ({differ}); use model.head=new or auto"
+        )
+    return "kept", f"{forced}; {differ}"
 
 
 def _class_difference(weights: list[str], dataset: list[str]) -> str:

@@ -47,7 +47,7 @@ class _NodeAddressTorchBackend(_TorchBackend):
                     rank,
                     _init_process_group,
                     backend=backend_config.backend,
-                    rank=rank,
+                    world_rank=rank,
                     world_size=world_size,
                     address=address,
                     port=port,
@@ -59,21 +59,21 @@ class _NodeAddressTorchBackend(_TorchBackend):
 
 
 def _init_process_group(
-    backend: str, rank: int, world_size: int, address: str, port: int, timeout_s: int
+    backend: str, world_rank: int, world_size: int, address: str, port: int, timeout_s: int
 ) -> None:
     timeout = timedelta(seconds=timeout_s)
-    listen_fd = _listen_on(address, port) if rank == 0 else None
+    listen_fd = _listen_on(address, port) if world_rank == 0 else None
     store = dist.TCPStore(
         address,
         port,
         world_size,
-        is_master=rank == 0,
+        is_master=world_rank == 0,
         timeout=timeout,
         master_listen_fd=listen_fd,
         use_libuv=True,
     )
     dist.init_process_group(
-        backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+        backend=backend, store=store, rank=world_rank, world_size=world_size, timeout=timeout
     )
 
 

@@ -23,7 +23,9 @@ def test_a_one_rank_group_listens_on_loopback_only() -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     before = listeners()
-    _init_process_group("gloo", 0, 1, "127.0.0.1", port, timeout_s=30)
+    _init_process_group(
+        backend="gloo", world_rank=0, world_size=1, address="127.0.0.1", port=port, timeout_s=30
+    )
     try:
         opened = listeners() - before
         tensor = torch.ones(2)
