@@ -11,6 +11,17 @@ from pomona.registry.store import (
     default_root,
 )
 
+
+def __getattr__(name: str) -> object:
+    # Until the resolver moves into this package, re-export it lazily: models.resolve imports
+    # this package, so an eager import here would be circular.
+    if name == "resolve_model":
+        from pomona.models.resolve import resolve_model
+
+        return resolve_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ALIASES_FILE",
     "NAME_RULE",
@@ -22,6 +33,7 @@ __all__ = [
     "default_cache_dir",
     "default_root",
     "parse_ref",
+    "resolve_model",
     "validate_alias",
     "validate_name",
 ]
