@@ -15,7 +15,7 @@ import click
 import typer
 
 from pomona import log
-from pomona.cli import data, demo, evaluate, models, registry, train
+from pomona.cli import data, demo, evaluate, models, registry, serve, train
 from pomona.cli.console import err_console
 from pomona.cli.session import session
 from pomona.cluster.runtime import use_local_ray_defaults
@@ -39,14 +39,22 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Ray and INFO logs.")
     ] = False,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            help="Model registry, a directory or URI (default: $POMONA_REGISTRY, else "
+            "~/.pomona/registry)."
+        ),
+    ] = None,
 ) -> None:
     session.address = address
     session.verbose = verbose
+    session.registry = registry
     log.configure(logging.INFO if verbose else logging.WARNING)
     use_local_ray_defaults(address)
 
 
-for module in (data, models, train, evaluate, registry, demo):
+for module in (data, models, train, evaluate, registry, serve, demo):
     module.register(app)
 
 

@@ -12,10 +12,12 @@ class Session:
     Attributes:
         address: Ray cluster address, or None for ``RAY_ADDRESS`` / an embedded local Ray.
         verbose: stream Ray worker logs and pomona's INFO logs to the terminal.
+        registry: registry root or URI, or None for ``$POMONA_REGISTRY`` / the default.
     """
 
     address: str | None = None
     verbose: bool = False
+    registry: str | None = None
 
     def global_args(self) -> list[str]:
         """These options as root flags, for commands that run other commands (``demo``)."""

@@ -15,7 +15,6 @@ produced it, in the JSON and in the ``Pomona-Model-Version`` header. Images are 
 outside the model deployments' batched forward pass.
 """
 
-
 import asyncio
 import logging
 import random

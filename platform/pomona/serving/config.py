@@ -21,7 +21,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model
 
 from pomona.config import StrictModel
 from pomona.data.images import DEFAULT_MAX_PIXELS
-from pomona.errors import ConfigError, ModelNotFoundError
+from pomona.errors import ConfigError, ModelNotFoundError, RegistryError
 from pomona.registry.names import parse_ref
 
 APP_NAME = "pomona"
@@ -108,9 +108,7 @@ class Routing(StrictModel):
                 f"model {name!r} is not served; served: {', '.join(sorted(self.models))}"
             ) from None
 
-    def resolve(
-        self, name: str, version: int | None, alias: str | None, rng: random.Random
-    ) -> int:
+    def resolve(self, name: str, version: int | None, alias: str | None, rng: random.Random) -> int:
         """The version that answers a request for ``name`` (optionally pinned).
 
         Raises:
@@ -156,7 +154,10 @@ class AppArgs(StrictModel):
 
     @model_validator(mode="after")
     def _one_reference_per_name(self) -> AppArgs:
-        names = self.names
+        try:
+            names = self.names
+        except RegistryError as error:
+            raise ValueError(str(error)) from None
         if len(set(names)) != len(names):
             raise ValueError(f"each model may be served once, got {self.references}")
         return self

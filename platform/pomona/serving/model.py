@@ -76,7 +76,7 @@ class ModelDeployment:
         return png_bytes(picture)
 
     async def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of one preprocessed uint8 ``(H, W, C)`` image, batched with others."""
+        """Class probabilities of one preprocessed uint8 ``(H, W, C)`` image, batched."""
         self._waiting += 1
         self._metrics.queue_depth.set(self._waiting)
         try:

@@ -187,4 +187,3 @@ def model_metadata(name: str, versions: list[int], card: ModelCard) -> dict[str,
             },
         },
     }
-
