@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -66,18 +69,18 @@ MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
 
 
-def _plan(
+def plan(
     models: list[str],
-    host: str,
-    port: int,
-    max_batch_size: int,
-    batch_wait_s: float,
-    min_replicas: int,
-    max_replicas: int,
-    max_queued: int,
-    max_body_bytes: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch_size: int = 16,
+    batch_wait_s: float = 0.005,
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+    max_queued: int = 64,
+    max_body_bytes: int = 10 * 1024 * 1024,
 ) -> dict[str, Any]:
-    """The Serve config for ``models``: shared by ``start`` and ``build``."""
+    """The Serve config for ``models``: shared by ``start``, ``build`` and the demo."""
     from pomona.config import validate
     from pomona.registry import Registry
     from pomona.serving.config import AppArgs, ServeOptions
@@ -123,10 +126,9 @@ def start_command(
     max_body_bytes: MaxBody = 10 * 1024 * 1024,
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
-    from pomona.cluster.runtime import ensure_ray
     from pomona.serving import control
 
-    config = _plan(
+    config = plan(
         models,
         host,
         port,
@@ -137,40 +139,74 @@ def start_command(
         max_queued,
         max_body_bytes,
     )
-    ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
     # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        control.deploy(config)
-        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        _print_state(control.state())
-        console.print(
-            f"API:     {base}/v1/models\nDocs:    {base}/docs\n"
-            f"Metrics: http://127.0.0.1:{_metrics_port()}/metrics\n"
-            f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
-            "Ctrl-C stops serving.",
-            markup=False,
-        )
-        while True:
-            time.sleep(1)
+        with serving(config, metrics_port) as urls:
+            _print_state(control.state())
+            console.print(
+                f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
+                f"Metrics: {urls.metrics}\n"
+                f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
+                "Ctrl-C stops serving.",
+                markup=False,
+            )
+            while True:
+                time.sleep(1)
     except KeyboardInterrupt:
-        console.print("stopping", markup=False)
+        console.print("stopped", markup=False)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server answers.
+
+    Attributes:
+        api: base URL of the HTTP API.
+        metrics: Ray's Prometheus endpoint (pomona's and Serve's metrics).
+    """
+
+    api: str
+    metrics: str
+
+
+@contextmanager
+def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
+    """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
+
+    Args:
+        config: from :func:`plan`.
+        metrics_port: port for the Prometheus endpoint of a local Ray this starts.
+    """
+    import ray
+
+    from pomona.cluster.runtime import cluster_address, ensure_ray
+    from pomona.serving import control
+
+    # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
+    # a shared cluster stays, and on a shared cluster only our application is removed.
+    started = not ray.is_initialized()
+    local = cluster_address(session.address) is None
+    ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
+    try:
+        control.deploy(config)
+        http = config["http_options"]
+        host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
+        yield Endpoints(
+            api=f"http://{host}:{http['port']}",
+            metrics=f"http://127.0.0.1:{_metrics_port()}/metrics",
+        )
     finally:
-        _stop()
+        if local:
+            control.shutdown()
+        else:
+            control.delete()
+        if started:
+            ray.shutdown()
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _stop() -> None:
-    import ray
-
-    from pomona.serving import control
-
-    if ray.is_initialized():
-        control.shutdown()
-        ray.shutdown()
 
 
 def _ray_address() -> str:
@@ -219,7 +255,7 @@ def build_command(
     from pomona.serving.control import validate_config
     from pomona.storage import atomic_write_text
 
-    config = _plan(
+    config = plan(
         models,
         host,
         port,

@@ -164,7 +164,7 @@ class Api:
         try:
             ref = parse_ref(model)
         except PomonaError as error:
-            raise InvalidRequestError(str(error)) from None
+            raise UnprocessableInput(str(error)) from None
         if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
             raise InvalidRequestError(
                 f"{model!r} with version={version} alias={alias}: pin a version or an alias, "

@@ -19,7 +19,14 @@ from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
 from pomona.errors import ConfigError, ModelNotFoundError
-from pomona.serving.config import APP_NAME, INGRESS_DEPLOYMENT, AppArgs, Routing
+from pomona.serving.config import (
+    APP_NAME,
+    INGRESS_DEPLOYMENT,
+    AppArgs,
+    BatchSettings,
+    Routing,
+    model_deployment,
+)
 from pomona.serving.plan import plan_routing
 
 logger = logging.getLogger(__name__)
@@ -142,11 +149,25 @@ def state() -> AppState:
 
 def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
     """Give the running ingress a new routing table (a ``reconfigure``; no restart)."""
+    _apply_user_config(INGRESS_DEPLOYMENT, routing.model_dump(mode="json"), timeout_s)
+
+
+def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
+    """Change model ``name``'s batch size and wait (a ``reconfigure``; no restart).
+
+    Raises:
+        ModelNotFoundError: the model is not served.
+    """
+    state().routing.route(name)
+    _apply_user_config(model_deployment(name), settings.model_dump(mode="json"), timeout_s)
+
+
+def _apply_user_config(deployment: str, user_config: dict[str, Any], timeout_s: float) -> None:
     details = _details()
     config = details["applications"][APP_NAME]["deployed_app_config"]
-    for deployment in config["deployments"]:
-        if deployment["name"] == INGRESS_DEPLOYMENT:
-            deployment["user_config"] = routing.model_dump(mode="json")
+    for entry in config["deployments"]:
+        if entry["name"] == deployment:
+            entry["user_config"] = user_config
     http = details.get("http_options") or {}
     deploy(
         {
@@ -164,6 +185,11 @@ def refresh_routing(timeout_s: float = 60.0) -> Routing:
     routing = plan_routing(current.args, previous=current.routing)
     apply_routing(routing, timeout_s)
     return routing
+
+
+def delete() -> None:
+    """Delete the pomona application, leaving Serve and other applications running."""
+    serve.delete(APP_NAME)
 
 
 def shutdown() -> None:
