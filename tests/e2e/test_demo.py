@@ -18,9 +18,13 @@ def test_demo_end_to_end(pomona, ray_session: None, tmp_path: Path) -> None:
         "Fine-tune simple_cnn",
         "Evaluate on the test split",
         "Predict with the production",
+        "Serve digits@production over HTTP",
     ):
         assert step in result.out
     assert "digits@production -> 1" in result.out
+    assert result.out.count('{"model":"digits","version":1,"predictions":[{"label":') == 2
+    (requests,) = [line for line in result.out.splitlines() if "pomona_requests_total{" in line]
+    assert 'code="200"' in requests and requests.endswith(" 2.0")
     report = json.loads((workdir / "report" / "report.json").read_text())
     assert report["count"] == 269
     assert (workdir / "registry" / "digits" / "versions" / "1" / "version.json").is_file()

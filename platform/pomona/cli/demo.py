@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import time
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +25,7 @@ def demo_command(
     workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in WORKDIR.")] = False,
 ) -> None:
-    """Digits -> images -> Parquet dataset -> Ray Train -> evaluation report -> registry -> predict.
+    """Digits -> images -> Parquet shards -> Ray Train -> evaluation -> registry -> serving.
 
     Runs the same commands a user would, one after the other, on scikit-learn's 1,797 real
     handwritten digits, and prints what each step produced.
@@ -94,12 +97,71 @@ def demo_command(
             console.rule(f"[bold]{title}")
         console.print(f"$ pomona {' '.join(args)}", style="dim", soft_wrap=True, markup=False)
         app(args=[*session.global_args(), *args], standalone_mode=False)
+    console.rule("[bold]Serve digits@production over HTTP with Ray Serve")
+    _serve_stage(registry, samples)
     console.rule("[bold]Done")
     console.print(
         f"training curves: {run}/curves.png\nevaluation report: {report}/index.html\n"
         f"registry: {registry}",
         markup=False,
     )
+
+
+def _serve_stage(registry: str, samples: list[str]) -> None:
+    """Serve the production model, send real HTTP requests, show answers and metrics, stop."""
+    from pomona.cli.serve import plan, serving
+    from pomona.cli.session import session
+
+    session.registry = registry
+    port = _free_port()
+    console.print(
+        f"$ pomona --registry {registry} serve digits --port {port}",
+        style="dim",
+        soft_wrap=True,
+        markup=False,
+    )
+    with serving(plan(["digits@production"], port=port)) as urls:
+        console.print(f"API {urls.api}/v1/models, docs {urls.api}/docs", markup=False)
+        for sample in samples:
+            console.print(
+                f"$ curl -s --data-binary @{sample} -H 'Content-Type: image/png' "
+                f"'{urls.api}/v1/models/digits/predict?top_k=2'",
+                style="dim",
+                soft_wrap=True,
+                markup=False,
+            )
+            console.print(_post(f"{urls.api}/v1/models/digits/predict?top_k=2", sample))
+        console.print(f"$ curl -s {urls.metrics} | grep pomona_requests_total", style="dim")
+        for line in _metric_lines(urls.metrics, "pomona_requests_total"):
+            console.print(line, soft_wrap=True, markup=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, image: str) -> str:
+    request = urllib.request.Request(
+        url, data=Path(image).read_bytes(), headers={"Content-Type": "image/png"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read().decode()
+
+
+def _metric_lines(url: str, name: str, timeout_s: float = 60.0) -> list[str]:
+    # Ray exports replica metrics every few seconds; wait for the first report.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            lines = [
+                line for line in response.read().decode().splitlines() if line.startswith(name)
+            ]
+        if lines:
+            return lines
+        time.sleep(1)
+    return [f"(no {name} reported within {timeout_s:g} s)"]
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """``pomona evaluate``, ``pomona predict`` and ``pomona explain``.
 
 MODEL is a run directory, a model directory, one of its two files or a registry reference
-(``name``, ``name:N``, ``name@alias``), resolved by :func:`pomona.registry.resolve.resolve_model`.
+(``name``, ``name:N``, ``name@alias``), resolved by :func:`pomona.registry.resolve_model`.
 ``evaluate`` runs on Ray Data; ``predict`` and ``explain`` run in this process.
 """
 
@@ -135,28 +135,28 @@ def predict_command(
     registry: RegistryOption = None,
 ) -> None:
     """Print the top-k classes of each image file with their probabilities."""
-    from pomona.evaluate.explain import predict_files
+    from pomona.inference import predict_files
 
     network, card = _load(model, registry)
     predictions = predict_files(network, card, images, top_k)
     if as_json:
         payload = [
             {
-                "path": str(p.path),
+                "path": str(path),
                 "predictions": [
                     {"label": label, "score": score}
                     for label, score in zip(p.labels, p.scores, strict=True)
                 ],
             }
-            for p in predictions
+            for path, p in zip(images, predictions, strict=True)
         ]
         typer.echo(json.dumps(payload, indent=2))
         return
     shown = min(top_k, card.num_classes)
     table = Table(Column("file", overflow="fold"), *(f"#{rank}" for rank in range(1, shown + 1)))
-    for p in predictions:
+    for path, p in zip(images, predictions, strict=True):
         table.add_row(
-            escape(str(p.path)),
+            escape(str(path)),
             *(
                 escape(f"{label} {score:.1%}")
                 for label, score in zip(p.labels, p.scores, strict=True)
@@ -172,14 +172,15 @@ def explain_command(
     registry: RegistryOption = None,
 ) -> None:
     """Write a Grad-CAM overlay per image showing where MODEL looked for its prediction."""
-    from pomona.evaluate.explain import explain_files, predict_files
+    from pomona.evaluate.explain import explain_files
+    from pomona.inference import predict_files
 
     network, card = _load(model, registry)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
-    for prediction, path in zip(predictions, written, strict=True):
+    for image, prediction, path in zip(images, predictions, written, strict=True):
         console.print(
-            f"{prediction.path}: {prediction.label} ({prediction.score:.1%}) -> {path}",
+            f"{image}: {prediction.label} ({prediction.score:.1%}) -> {path}",
             soft_wrap=True,
             markup=False,
         )

@@ -29,7 +29,11 @@ def use_local_ray_defaults(address: str | None = None) -> None:
 
 
 def ensure_ray(
-    address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    log_to_driver: bool = False,
+    metrics_export_port: int | None = None,
 ) -> None:
     """Initialise Ray once per process.
 
@@ -39,6 +43,8 @@ def ensure_ray(
         num_cpus: CPUs of the local Ray (default: all); ignored when joining a cluster.
         log_to_driver: stream worker logs to this terminal (Ray writes them to its session
             log directory either way).
+        metrics_export_port: port of the local Ray's Prometheus endpoint (default: Ray picks
+            one); ignored when joining a cluster.
     """
     use_local_ray_defaults(address)
     import ray
@@ -56,6 +62,7 @@ def ensure_ray(
         ray.init(
             num_cpus=num_cpus,
             dashboard_host="127.0.0.1",
+            _metrics_export_port=metrics_export_port,
             log_to_driver=log_to_driver,
             logging_level=level,
         )

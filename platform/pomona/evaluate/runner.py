@@ -35,11 +35,12 @@ from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, open_dataset, shard_paths
 from pomona.errors import ConfigError, DatasetError
-from pomona.evaluate.explain import gradcam_overlays, probabilities
+from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
 from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
+from pomona.inference import probabilities
 from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
 from pomona.storage import atomic_directory, atomic_write_text, sha256_file

@@ -1,0 +1,347 @@
+"""``pomona serve``: serve registry models over HTTP with Ray Serve, and manage what is served.
+
+``pomona serve MODEL...`` runs in the foreground until Ctrl-C; ``promote``, ``traffic`` and
+``status`` talk to the running application through the Serve controller (Ray's token guards
+them, the HTTP port has no management endpoint); ``build`` writes the same Serve config as a
+YAML file for ``serve deploy`` or a KubeRay RayService.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from pomona.cli.console import console
+from pomona.cli.session import session
+from pomona.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pomona.serving.control import AppState
+
+_START = "start"
+
+
+class _ServeGroup(TyperGroup):
+    """``pomona serve MODEL...`` means ``pomona serve start MODEL...`` unless MODEL is a command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [_START, *args]
+        return super().parse_args(ctx, args)
+
+
+serve_app = typer.Typer(
+    cls=_ServeGroup,
+    help="Serve registry models over HTTP (Ray Serve): pomona serve MODEL... [OPTIONS], or a "
+    "command below.",
+    no_args_is_help=True,
+)
+
+ModelsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="Registry references: name (its aliases, traffic to production), name:N or "
+        "name@alias (one pinned version).",
+        show_default=False,
+    ),
+]
+Host = Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 opens all interfaces.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")]
+MaxBatch = Annotated[int, typer.Option(min=1, help="Most images per forward pass.")]
+BatchWait = Annotated[
+    float, typer.Option(min=0.0, help="Longest wait for a batch to fill, in seconds.")
+]
+MinReplicas = Annotated[int, typer.Option(min=0, help="Fewest replicas per model.")]
+MaxReplicas = Annotated[int, typer.Option(min=1, help="Most replicas per model (autoscaling).")]
+MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP 503.")]
+MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
+
+
+def plan(
+    models: list[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch_size: int = 16,
+    batch_wait_s: float = 0.005,
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+    max_queued: int = 64,
+    max_body_bytes: int = 10 * 1024 * 1024,
+) -> dict[str, Any]:
+    """The Serve config for ``models``: shared by ``start``, ``build`` and the demo."""
+    from pomona.config import validate
+    from pomona.serving.config import AppArgs, ServeOptions
+    from pomona.serving.plan import plan_routing, serve_config
+
+    args = validate(
+        AppArgs,
+        {
+            "registry": session.open_registry().uri,
+            "references": models,
+            "max_body_bytes": max_body_bytes,
+        },
+        "serve arguments",
+    )
+    options = validate(
+        ServeOptions,
+        {
+            "host": host,
+            "port": port,
+            "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s},
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "max_queued_requests": max_queued,
+        },
+        "serve options",
+    )
+    return serve_config(args, plan_routing(args), options)
+
+
+@serve_app.command(_START, hidden=True)
+def start_command(
+    models: ModelsArgument,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    metrics_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of Ray's Prometheus endpoint.")
+    ] = 8080,
+    max_batch_size: MaxBatch = 16,
+    batch_wait_s: BatchWait = 0.005,
+    min_replicas: MinReplicas = 1,
+    max_replicas: MaxReplicas = 2,
+    max_queued: MaxQueued = 64,
+    max_body_bytes: MaxBody = 10 * 1024 * 1024,
+) -> None:
+    """Serve MODEL... until Ctrl-C."""
+    from pomona.serving import control
+
+    config = plan(
+        models,
+        host,
+        port,
+        max_batch_size,
+        batch_wait_s,
+        min_replicas,
+        max_replicas,
+        max_queued,
+        max_body_bytes,
+    )
+    # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with serving(config, metrics_port) as urls:
+            _print_state(control.state())
+            console.print(
+                f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
+                f"Metrics: {urls.metrics}\n"
+                f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
+                "Ctrl-C stops serving.",
+                markup=False,
+            )
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopped", markup=False)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server answers.
+
+    Attributes:
+        api: base URL of the HTTP API.
+        metrics: Ray's Prometheus endpoint (pomona's and Serve's metrics).
+    """
+
+    api: str
+    metrics: str
+
+
+@contextmanager
+def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
+    """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
+
+    Args:
+        config: from :func:`plan`.
+        metrics_port: port for the Prometheus endpoint of a local Ray this starts.
+    """
+    import ray
+
+    from pomona.cluster.runtime import cluster_address, ensure_ray
+    from pomona.serving import control
+
+    # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
+    # a shared cluster stays, and on a shared cluster only our application is removed.
+    started = not ray.is_initialized()
+    local = cluster_address(session.address) is None
+    ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
+    try:
+        control.deploy(config)
+        http = config["http_options"]
+        host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
+        yield Endpoints(
+            api=f"http://{host}:{http['port']}",
+            metrics=f"http://127.0.0.1:{_metrics_port()}/metrics",
+        )
+    finally:
+        if local:
+            control.shutdown()
+        else:
+            control.delete()
+        if started:
+            ray.shutdown()
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _ray_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _join() -> None:
+    """Join the cluster a running ``pomona serve`` uses; never start a new, empty one."""
+    import ray
+
+    from pomona.cluster.runtime import cluster_address
+
+    if not ray.is_initialized() and cluster_address(session.address) is None:
+        raise ConfigError(
+            "which server? pass --address (or set RAY_ADDRESS) to the Ray address that "
+            "`pomona serve` printed"
+        )
+    session.connect()
+
+
+def _metrics_port() -> int:
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    return next(int(n["MetricsExportPort"]) for n in ray.nodes() if n["NodeID"] == here)
+
+
+@serve_app.command("build")
+def build_command(
+    models: ModelsArgument,
+    out: Annotated[Path, typer.Option(help="YAML file to write.")] = Path("serve/pomona.yaml"),
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    max_batch_size: MaxBatch = 16,
+    batch_wait_s: BatchWait = 0.005,
+    min_replicas: MinReplicas = 1,
+    max_replicas: MaxReplicas = 2,
+    max_queued: MaxQueued = 64,
+    max_body_bytes: MaxBody = 10 * 1024 * 1024,
+) -> None:
+    """Write the Serve config for MODEL... (for serve run/deploy and KubeRay's RayService)."""
+    import yaml
+
+    from pomona.serving.control import validate_config
+    from pomona.storage import atomic_write_text
+
+    config = plan(
+        models,
+        host,
+        port,
+        max_batch_size,
+        batch_wait_s,
+        min_replicas,
+        max_replicas,
+        max_queued,
+        max_body_bytes,
+    )
+    validate_config(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `pomona serve build`; deploy with `serve deploy` or a RayService.\n"
+    atomic_write_text(out, header + yaml.safe_dump(config, sort_keys=False))
+    console.print(f"wrote {out}", markup=False)
+
+
+@serve_app.command("promote")
+def promote_command(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    version: Annotated[int, typer.Argument(min=1, help="Version to promote.", show_default=False)],
+) -> None:
+    """Point NAME's production alias at VERSION and route the running server accordingly."""
+    from pomona.registry import Registry
+    from pomona.serving import control
+
+    _join()
+    current = control.state()
+    previous = Registry(current.args.registry).set_alias(name, version, "production")
+    routing = control.refresh_routing()
+    console.print(
+        f"{name}: production {previous or '-'} -> {version}; "
+        f"split {_split(routing.models[name].split)}",
+        markup=False,
+    )
+
+
+@serve_app.command("traffic")
+def traffic_command(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    weights: Annotated[
+        list[str],
+        typer.Argument(
+            help="ALIAS=WEIGHT pairs, e.g. production=90 canary=10.", show_default=False
+        ),
+    ],
+) -> None:
+    """Split NAME's unpinned requests between its served aliases by weight."""
+    from pomona.serving import control
+    from pomona.serving.config import parse_split
+
+    _join()
+    routing = control.state().routing
+    route = parse_split(weights, routing.route(name), name)
+    control.apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}))
+    console.print(f"{name}: split {_split(route.split)}", markup=False)
+
+
+@serve_app.command("status")
+def status_command() -> None:
+    """Show the served models, versions, aliases, traffic split and replicas."""
+    from pomona.serving import control
+
+    _join()
+    _print_state(control.state())
+
+
+def _split(split: dict[str, int]) -> str:
+    total = sum(split.values())
+    return " ".join(f"{label}={weight * 100 / total:g}%" for label, weight in split.items())
+
+
+def _print_state(state: AppState) -> None:
+    table = Table("model", "version", "aliases", "traffic")
+    for name, route in sorted(state.routing.models.items()):
+        total = sum(route.split.values())
+        for version in route.versions:
+            labels = sorted(a for a, v in route.targets.items() if v == version)
+            share = sum(route.split.get(a, 0) for a in labels) * 100 / total
+            table.add_row(escape(name), str(version), escape(", ".join(labels)), f"{share:g}%")
+    console.print(table)
+    replicas = ", ".join(
+        f"{d.name} {d.replicas}/{d.target_replicas} {d.status.lower()}" for d in state.deployments
+    )
+    console.print(f"application {state.status.lower()}; replicas: {replicas}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``pomona serve`` to the root app."""
+    app.add_typer(serve_app, name="serve")

@@ -1,0 +1,6 @@
+"""Ray Serve deployments for registry models: batched model replicas, a routing HTTP ingress,
+``pomona_*`` metrics, and the control calls behind ``pomona serve``.
+
+The pure parts (:mod:`~pomona.serving.config`, :mod:`~pomona.serving.plan`,
+:mod:`~pomona.serving.oip`) import no Ray; the rest is the only place pomona imports Ray Serve.
+"""

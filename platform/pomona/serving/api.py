@@ -1,0 +1,365 @@
+"""The HTTP API: a FastAPI ingress that resolves models and versions and calls their deployments.
+
+Routes (OpenAPI page at ``/docs``):
+
+* ``GET /v1/models``: served models, versions, aliases and traffic split.
+* ``POST /v1/models/{model}/predict`` and ``.../predict/batch``: image bytes (``image/*``) or a
+  multipart ``file`` (``files`` for the batch form); top-k labels with scores.
+* ``POST /v1/models/{model}/explain``: the Grad-CAM overlay PNG of an uploaded image.
+* Open Inference Protocol v2: ``/v2/health/live``, ``/v2/health/ready``,
+  ``/v2/models/{model}[/versions/{v}]``, ``.../ready`` and ``.../infer``.
+
+``{model}`` is ``name``, ``name:N`` or ``name@alias``; ``?version=`` and ``?alias=`` pin too.
+Requests that pin nothing follow the model's traffic split. Every answer names the version that
+produced it, in the JSON and in the ``Pomona-Model-Version`` header. Images are decoded here,
+outside the model deployments' batched forward pass.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+
+from pomona.config import format_validation_error
+from pomona.errors import ConfigError, InvalidRequestError, PomonaError
+from pomona.inference import decode, top_classes
+from pomona.models.card import ModelCard
+from pomona.registry import parse_ref
+from pomona.serving.config import MAX_TOP_K, AppArgs, Routing
+from pomona.serving.metrics import ingress_metrics
+from pomona.serving.oip import (
+    InferRequest,
+    UnprocessableInput,
+    images_from_tensor,
+    infer_response,
+    model_metadata,
+)
+
+logger = logging.getLogger(__name__)
+
+VERSION_HEADER = "Pomona-Model-Version"
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+class PayloadTooLarge(InvalidRequestError):
+    """The request body is over the configured limit (HTTP 413)."""
+
+    http_status = 413
+
+
+class UnsupportedMediaType(InvalidRequestError):
+    """The body is neither an image nor a multipart form (HTTP 415)."""
+
+    http_status = 415
+
+
+class Unavailable(PomonaError):
+    """A model deployment is full or restarting; the client should retry (HTTP 503)."""
+
+    http_status = 503
+
+
+app = FastAPI(
+    title="pomona",
+    description="Image classifiers from the pomona registry, served by Ray Serve.",
+    version="1",
+)
+
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Classes to return per image.")]
+Version = Annotated[int | None, Query(ge=1, description="Pin this version.")]
+Alias = Annotated[str | None, Query(description="Pin the version this alias serves.")]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message}}, status, headers)
+
+
+@app.exception_handler(PomonaError)
+async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
+    headers = None
+    if isinstance(error, Unavailable):
+        headers = {"Retry-After": str(request.app.state.retry_after)}
+    return _error(error.http_status, str(error), headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+    )
+    return _error(422, problems)
+
+
+@app.middleware("http")
+async def _record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+    start = time.perf_counter()
+    limit = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        # Refused before the body is read, whatever the endpoint.
+        return _error(413, f"body of {declared} bytes is over the limit of {limit}")
+    response = await call_next(request)
+    model = getattr(request.state, "model", None)
+    if model is not None:
+        version = str(getattr(request.state, "version", ""))
+        metrics = request.app.state.metrics
+        tags = {"model": model, "version": version}
+        metrics.requests.inc(1, {**tags, "code": str(response.status_code)})
+        metrics.latency.observe(time.perf_counter() - start, tags)
+    return response
+
+
+@serve.deployment
+@serve.ingress(app)
+class Api:
+    """The ingress deployment.
+
+    Args:
+        args: the application's arguments (limits).
+        models: model name -> handle of its model deployment.
+    """
+
+    def __init__(self, args: dict[str, Any], models: dict[str, DeploymentHandle]) -> None:
+        self._args = AppArgs.model_validate(args)
+        self._models = models
+        self._routing: Routing | None = None
+        self._cards: dict[tuple[str, int], ModelCard] = {}
+        self._rng = random.Random()
+        app.state.metrics = ingress_metrics()
+        app.state.retry_after = max(1, round(self._args.retry_after_s))
+        app.state.max_body_bytes = self._args.max_body_bytes
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Take a new routing table (Serve calls this for ``user_config``, no restart)."""
+        try:
+            routing = Routing.model_validate(config)
+        except ValidationError as error:
+            raise ConfigError(format_validation_error(error, "routing")) from None
+        unknown = sorted(set(routing.models) - set(self._models))
+        if unknown:
+            raise ConfigError(f"routing names models without a deployment: {unknown}")
+        self._routing = routing
+        logger.info("routing: %s", routing.model_dump_json())
+
+    # --- resolving and calling models ------------------------------------------------------
+
+    def _resolve(
+        self, request: Request, model: str, version: int | None, alias: str | None
+    ) -> tuple[str, int]:
+        if self._routing is None:
+            raise Unavailable("the server is starting; no routing table yet")
+        try:
+            ref = parse_ref(model)
+        except PomonaError as error:
+            raise UnprocessableInput(str(error)) from None
+        if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
+            raise InvalidRequestError(
+                f"{model!r} with version={version} alias={alias}: pin a version or an alias, "
+                "not both"
+            )
+        request.state.model = ref.name if ref.name in self._routing.models else "unknown"
+        number = self._routing.resolve(
+            ref.name, ref.version or version, ref.alias or alias, self._rng
+        )
+        request.state.version = number
+        return ref.name, number
+
+    def _handle(self, name: str, version: int) -> DeploymentHandle:
+        return self._models[name].options(multiplexed_model_id=str(version))
+
+    async def _call(self, name: str, pending: Any) -> Any:
+        try:
+            return await pending
+        except BackPressureError:
+            app.state.metrics.rejected.inc(1, {"model": name})
+            raise Unavailable(f"the queue of model {name!r} is full; retry later") from None
+        except RayActorError:
+            raise Unavailable(f"a replica of model {name!r} stopped; retry") from None
+
+    async def _card(self, name: str, version: int) -> ModelCard:
+        key = (name, version)
+        if key not in self._cards:
+            self._cards[key] = await self._call(name, self._handle(name, version).card.remote())
+        return self._cards[key]
+
+    async def _probabilities(self, name: str, version: int, pixels: np.ndarray) -> np.ndarray:
+        handle = self._handle(name, version)
+        rows = await asyncio.gather(*(self._call(name, handle.predict.remote(p)) for p in pixels))
+        return np.stack(rows)
+
+    async def _images(self, request: Request, card: ModelCard, field: str) -> np.ndarray:
+        payloads = await self._payloads(request, field)
+        try:
+            return np.stack(
+                [decode(data, card.preprocessing, self._args.max_pixels) for data in payloads]
+            )
+        except InvalidRequestError as error:
+            raise UnprocessableInput(f"{error}") from None
+
+    async def _payloads(self, request: Request, field: str) -> list[bytes]:
+        limit = self._args.max_body_bytes
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind.startswith(IMAGE_TYPES):
+            body = await request.body()
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body of {len(body)} bytes is over the limit of {limit}")
+            return [body]
+        if kind != "multipart/form-data":
+            raise UnsupportedMediaType(
+                f"Content-Type {kind or 'none'!r} is not supported: send image bytes with an "
+                f"image/* type or a multipart/form-data field {field!r}"
+            )
+        async with request.form(max_part_size=limit) as form:
+            uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
+            if not uploads:
+                raise UnprocessableInput(f"the multipart form has no file field {field!r}")
+            return [await upload.read() for upload in uploads]
+
+    # --- v1 --------------------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def list_models(self) -> dict[str, Any]:
+        """Served models: versions, aliases and traffic split."""
+        if self._routing is None:
+            raise Unavailable("the server is starting; no routing table yet")
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "versions": route.versions,
+                    "aliases": route.targets,
+                    "split": route.split,
+                }
+                for name, route in sorted(self._routing.models.items())
+            ]
+        }
+
+    @app.post("/v1/models/{model}/predict")
+    async def predict(
+        self,
+        request: Request,
+        response: Response,
+        model: str,
+        version: Version = None,
+        alias: Alias = None,
+        top_k: TopK = 5,
+    ) -> dict[str, Any]:
+        """Top-k classes of one image: raw bytes (``image/*``) or a multipart ``file``."""
+        answer = await self._predict(request, response, model, version, alias, top_k, "file")
+        return {**answer, "predictions": answer["predictions"][0]}
+
+    @app.post("/v1/models/{model}/predict/batch")
+    async def predict_batch(
+        self,
+        request: Request,
+        response: Response,
+        model: str,
+        version: Version = None,
+        alias: Alias = None,
+        top_k: TopK = 5,
+    ) -> dict[str, Any]:
+        """Top-k classes of several images sent as multipart ``files`` fields, in order."""
+        return await self._predict(request, response, model, version, alias, top_k, "files")
+
+    async def _predict(
+        self,
+        request: Request,
+        response: Response,
+        model: str,
+        version: int | None,
+        alias: str | None,
+        top_k: int,
+        field: str,
+    ) -> dict[str, Any]:
+        name, number = self._resolve(request, model, version, alias)
+        card = await self._card(name, number)
+        pixels = await self._images(request, card, field)
+        probs = await self._probabilities(name, number, pixels)
+        response.headers[VERSION_HEADER] = str(number)
+        return {
+            "model": name,
+            "version": number,
+            "predictions": [
+                [
+                    {"label": label, "score": score}
+                    for label, score in zip(p.labels, p.scores, strict=True)
+                ]
+                for p in top_classes(probs, card.classes, top_k)
+            ],
+        }
+
+    @app.post("/v1/models/{model}/explain", response_class=Response)
+    async def explain(
+        self, request: Request, model: str, version: Version = None, alias: Alias = None
+    ) -> Response:
+        """Grad-CAM overlay (PNG) of one image, for the class the model predicts."""
+        name, number = self._resolve(request, model, version, alias)
+        card = await self._card(name, number)
+        pixels = await self._images(request, card, "file")
+        png = await self._call(name, self._handle(name, number).explain.remote(pixels[0]))
+        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(number)})
+
+    # --- Open Inference Protocol v2 --------------------------------------------------------
+
+    @app.get("/v2/health/live")
+    async def live(self) -> dict[str, bool]:
+        """The server process answers."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready(self) -> dict[str, bool]:
+        """The server has a routing table and can take requests."""
+        return {"ready": self._routing is not None}
+
+    @app.get("/v2/models/{model}")
+    @app.get("/v2/models/{model}/versions/{version}")
+    async def metadata(
+        self, request: Request, response: Response, model: str, version: int | None = None
+    ) -> dict[str, Any]:
+        """Model metadata: inputs, outputs, classes."""
+        name, number = self._resolve(request, model, version, None)
+        card = await self._card(name, number)
+        response.headers[VERSION_HEADER] = str(number)
+        assert self._routing is not None
+        return model_metadata(name, self._routing.route(name).versions, card)
+
+    @app.get("/v2/models/{model}/ready")
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    async def model_ready(
+        self, request: Request, model: str, version: int | None = None
+    ) -> dict[str, Any]:
+        """Whether the model (version) is loaded and answering."""
+        name, number = self._resolve(request, model, version, None)
+        await self._card(name, number)
+        return {"name": name, "version": str(number), "ready": True}
+
+    @app.post("/v2/models/{model}/infer")
+    @app.post("/v2/models/{model}/versions/{version}/infer")
+    async def infer(
+        self,
+        request: Request,
+        response: Response,
+        body: InferRequest,
+        model: str,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Classify a UINT8/FP32 ``[N, H, W, C]`` tensor or BYTES ``[N]`` encoded images."""
+        name, number = self._resolve(request, model, version, None)
+        card = await self._card(name, number)
+        pixels = images_from_tensor(body.inputs[0], card, self._args.max_pixels)
+        probs = await self._probabilities(name, number, pixels)
+        response.headers[VERSION_HEADER] = str(number)
+        return infer_response(name, number, body.id, probs, card)

@@ -1,0 +1,239 @@
+"""What a pomona Serve application is configured with: plain pydantic, no Ray.
+
+Three layers, split by how they change:
+
+* :class:`AppArgs` are the application's ``args`` in the Serve config: fixed for the life of a
+  deployment (which registry, which models, request limits). Changing them restarts replicas.
+* :class:`Routing` is the ingress deployment's ``user_config`` and :class:`BatchSettings` each
+  model deployment's: Serve applies a change to them with ``reconfigure``, without a restart, so
+  ``pomona serve promote`` and ``pomona serve traffic`` rewrite only these.
+* :class:`ServeOptions` are the knobs ``pomona serve`` / ``pomona serve build`` take on the
+  command line; they become the two above plus each deployment's scaling and queue settings.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Annotated
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+
+from pomona.config import StrictModel
+from pomona.data.images import DEFAULT_MAX_PIXELS
+from pomona.errors import ConfigError, ModelNotFoundError, RegistryError
+from pomona.registry.names import parse_ref
+
+APP_NAME = "pomona"
+INGRESS_DEPLOYMENT = "api"
+#: Largest ``top_k`` a request may ask for; more is almost surely a mistake.
+MAX_TOP_K = 1000
+#: Route label used when a model is served without aliases (its newest version).
+LATEST = "latest"
+#: Route label used when a model is served as ``name:N``.
+PINNED = "pinned"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_WEIGHT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,63})=(\d{1,6})$")
+
+
+def model_deployment(name: str) -> str:
+    """The Serve deployment that holds the versions of model ``name``."""
+    return f"model-{name}"
+
+
+class BatchSettings(StrictModel):
+    """``@serve.batch`` settings of one model's deployment (its ``user_config``).
+
+    Attributes:
+        max_batch_size: most images per forward pass.
+        batch_wait_timeout_s: longest wait for a batch to fill after its first image arrives.
+    """
+
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
+    batch_wait_timeout_s: Annotated[float, Field(ge=0.0, le=1.0)] = 0.005
+
+
+class ModelRoute(StrictModel):
+    """How requests for one model name reach its versions.
+
+    Attributes:
+        targets: route label (an alias, :data:`LATEST` or :data:`PINNED`) -> version number.
+        split: route label -> relative weight for requests that name no version or alias;
+            labels with weight 0 are still reachable with ``?alias=``.
+    """
+
+    targets: dict[str, PositiveInt] = Field(min_length=1)
+    split: dict[str, NonNegativeInt] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _split_names_targets(self) -> ModelRoute:
+        unknown = sorted(set(self.split) - set(self.targets))
+        if unknown:
+            raise ValueError(
+                f"traffic split names {unknown}, which are not served; served: "
+                f"{sorted(self.targets)}"
+            )
+        if not any(self.split.values()):
+            raise ValueError("traffic split weights are all 0; give at least one a weight")
+        return self
+
+    @property
+    def versions(self) -> list[int]:
+        """The distinct versions served, ascending."""
+        return sorted(set(self.targets.values()))
+
+    def choose(self, rng: random.Random) -> int:
+        """A version drawn by the traffic split."""
+        labels = [label for label, weight in self.split.items() if weight]
+        weights = [self.split[label] for label in labels]
+        return self.targets[rng.choices(labels, weights)[0]]
+
+
+class Routing(StrictModel):
+    """The ingress deployment's ``user_config``: every served model's route."""
+
+    models: dict[str, ModelRoute] = Field(min_length=1)
+
+    def route(self, name: str) -> ModelRoute:
+        """The route of model ``name``.
+
+        Raises:
+            ModelNotFoundError: the model is not served; the message lists those that are.
+        """
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"model {name!r} is not served; served: {', '.join(sorted(self.models))}"
+            ) from None
+
+    def resolve(self, name: str, version: int | None, alias: str | None, rng: random.Random) -> int:
+        """The version that answers a request for ``name`` (optionally pinned).
+
+        Raises:
+            ModelNotFoundError: unknown model, or a version or alias that is not served.
+        """
+        route = self.route(name)
+        if version is not None:
+            if version not in route.versions:
+                raise ModelNotFoundError(
+                    f"version {version} of {name!r} is not served; served: "
+                    f"{', '.join(map(str, route.versions))}"
+                )
+            return version
+        if alias is not None:
+            if alias not in route.targets:
+                raise ModelNotFoundError(
+                    f"alias {alias!r} of {name!r} is not served; served: "
+                    f"{', '.join(sorted(route.targets))}"
+                )
+            return route.targets[alias]
+        return route.choose(rng)
+
+
+class AppArgs(StrictModel):
+    """The application's ``args``: fixed while it runs.
+
+    Attributes:
+        registry: registry root or URI the model deployments load versions from.
+        references: what was asked to be served (``name``, ``name:N``, ``name@alias``), one
+            per model name; each name gets one model deployment.
+        max_body_bytes: largest request body accepted (HTTP 413 beyond).
+        max_pixels: largest decoded image, in pixels (a decompression bomb is refused).
+        torch_threads: intra-op threads per model replica (match the replica's CPUs).
+        retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
+    """
+
+    registry: str
+    references: list[str] = Field(min_length=1)
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
+    torch_threads: PositiveInt = 1
+    retry_after_s: NonNegativeFloat = 1.0
+
+    @model_validator(mode="after")
+    def _one_reference_per_name(self) -> AppArgs:
+        try:
+            names = self.names
+        except RegistryError as error:
+            raise ValueError(str(error)) from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"each model may be served once, got {self.references}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The model names served, in the order given."""
+        return [parse_ref(reference).name for reference in self.references]
+
+
+class ServeOptions(StrictModel):
+    """Command-line knobs of ``pomona serve`` and ``pomona serve build``.
+
+    Attributes:
+        host: interface the HTTP proxy binds (127.0.0.1 unless asked otherwise).
+        port: HTTP port.
+        batch: default batch settings of every model deployment.
+        min_replicas: autoscaling floor per model.
+        max_replicas: autoscaling ceiling per model.
+        target_ongoing_requests: autoscaling target per replica.
+        max_ongoing_requests: requests a replica works on at once.
+        max_queued_requests: requests waiting per caller before HTTP 503.
+        replica_cpus: CPUs reserved per model replica (0 lets replicas share the cores
+            with Serve's own actors on a small machine).
+    """
+
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    batch: BatchSettings = BatchSettings()
+    min_replicas: NonNegativeInt = 1
+    max_replicas: PositiveInt = 2
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
+    max_ongoing_requests: PositiveInt = 32
+    max_queued_requests: PositiveInt = 64
+    replica_cpus: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServeOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}"
+            )
+        return self
+
+
+def parse_split(assignments: list[str], route: ModelRoute, name: str) -> ModelRoute:
+    """Apply ``alias=weight`` assignments to ``route``: the new split holds exactly these.
+
+    Args:
+        assignments: e.g. ``["production=90", "canary=10"]``.
+        route: the model's current route.
+        name: the model, for messages.
+
+    Raises:
+        ConfigError: a malformed assignment, a repeated or unserved label, or all weights 0.
+    """
+    if not assignments:
+        raise ConfigError("give at least one ALIAS=WEIGHT, e.g. production=90 canary=10")
+    split: dict[str, int] = {}
+    for item in assignments:
+        match = _WEIGHT.match(item)
+        if match is None:
+            raise ConfigError(
+                f"invalid traffic assignment {item!r}: expected ALIAS=WEIGHT with an integer "
+                "weight, e.g. canary=10"
+            )
+        label, weight = match.group(1), int(match.group(2))
+        if label in split:
+            raise ConfigError(f"{label!r} is given twice in the traffic split")
+        split[label] = weight
+    unknown = sorted(set(split) - set(route.targets))
+    if unknown:
+        raise ConfigError(
+            f"{name} does not serve {', '.join(unknown)}; it serves "
+            f"{', '.join(f'{a} (version {v})' for a, v in sorted(route.targets.items()))}"
+        )
+    if not any(split.values()):
+        raise ConfigError("traffic split weights are all 0; give at least one a weight")
+    return route.model_copy(update={"split": split})

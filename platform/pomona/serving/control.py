@@ -1,0 +1,197 @@
+"""Deploying and changing the pomona application through the Serve controller.
+
+Everything goes through Ray (the controller actor, reached with Ray's token), never through an
+endpoint on the inference port. Changes that only touch ``user_config`` (routing, batch sizes)
+are applied by Serve with ``reconfigure``, without restarting a replica, so promotes and
+traffic shifts drop no request. Ray must be initialised by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+from ray.serve._private.api import serve_start
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ServeDeploySchema
+
+from pomona.errors import ConfigError, ModelNotFoundError
+from pomona.serving.config import (
+    APP_NAME,
+    INGRESS_DEPLOYMENT,
+    AppArgs,
+    BatchSettings,
+    Routing,
+    model_deployment,
+)
+from pomona.serving.plan import plan_routing
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """One deployment of the application as the controller reports it."""
+
+    name: str
+    status: str
+    replicas: int
+    target_replicas: int
+
+
+@dataclass(frozen=True)
+class AppState:
+    """The running pomona application: its arguments, routing and deployments."""
+
+    status: str
+    message: str
+    args: AppArgs
+    routing: Routing
+    deployments: list[DeploymentState]
+
+
+def validate_config(config: dict[str, Any]) -> ServeDeploySchema:
+    """Check ``config`` the way ``serve deploy`` and KubeRay do.
+
+    Raises:
+        ConfigError: Serve's schema refuses it.
+    """
+    try:
+        return ServeDeploySchema.model_validate(config)
+    except ValueError as error:
+        raise ConfigError(f"invalid Serve config: {error}") from None
+
+
+def deploy(config: dict[str, Any], timeout_s: float = 120.0) -> None:
+    """Start Serve if needed, apply ``config`` and wait until the application runs.
+
+    Raises:
+        ConfigError: the config is invalid, or the application failed to deploy or did not
+            become healthy within ``timeout_s`` (the message carries Serve's reason).
+    """
+    schema = validate_config(config)
+    client = _get_global_client(raise_if_no_controller_running=False) or serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+    )
+    client.deploy_apps(schema)
+    wait_running(timeout_s)
+
+
+def wait_running(timeout_s: float) -> None:
+    """Wait until the application is RUNNING and every deployment HEALTHY.
+
+    Raises:
+        ConfigError: it failed, or ``timeout_s`` passed first.
+    """
+    deadline = time.monotonic() + timeout_s
+    status, message = "NOT_STARTED", ""
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None:
+            status, message = str(app.status.value), app.message
+            healthy = all(d.status.value == "HEALTHY" for d in app.deployments.values())
+            if status == "RUNNING" and healthy:
+                return
+            if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                break
+        time.sleep(_POLL_S)
+    raise ConfigError(f"the pomona Serve application is {status}: {message or 'no message'}")
+
+
+def _details() -> dict[str, Any]:
+    client = _get_global_client(raise_if_no_controller_running=False)
+    details = client.get_serve_details() if client is not None else {}
+    app = details.get("applications", {}).get(APP_NAME)
+    if app is None or app.get("deployed_app_config") is None:
+        raise ModelNotFoundError(
+            "no pomona Serve application is running on this Ray cluster; start one with "
+            "`pomona serve MODEL...` (and pass its --address)"
+        )
+    return details
+
+
+def _plain(value: object) -> str:
+    # The controller's details hold enums (ApplicationStatus.RUNNING); show their value.
+    return str(getattr(value, "value", value))
+
+
+def state() -> AppState:
+    """What is served now.
+
+    Raises:
+        ModelNotFoundError: no pomona application runs on this cluster.
+    """
+    app = _details()["applications"][APP_NAME]
+    config = app["deployed_app_config"]
+    ingress = next(d for d in config["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
+    deployments = [
+        DeploymentState(
+            name=name,
+            status=_plain(info["status"]),
+            replicas=sum(r["state"] == "RUNNING" for r in info.get("replicas", [])),
+            target_replicas=int(info.get("target_num_replicas", 0)),
+        )
+        for name, info in sorted(app.get("deployments", {}).items())
+    ]
+    return AppState(
+        status=_plain(app["status"]),
+        message=app.get("message", ""),
+        args=AppArgs.model_validate(config["args"]),
+        routing=Routing.model_validate(ingress["user_config"]),
+        deployments=deployments,
+    )
+
+
+def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
+    """Give the running ingress a new routing table (a ``reconfigure``; no restart)."""
+    _apply_user_config(INGRESS_DEPLOYMENT, routing.model_dump(mode="json"), timeout_s)
+
+
+def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
+    """Change model ``name``'s batch size and wait (a ``reconfigure``; no restart).
+
+    Raises:
+        ModelNotFoundError: the model is not served.
+    """
+    state().routing.route(name)
+    _apply_user_config(model_deployment(name), settings.model_dump(mode="json"), timeout_s)
+
+
+def _apply_user_config(deployment: str, user_config: dict[str, Any], timeout_s: float) -> None:
+    details = _details()
+    config = details["applications"][APP_NAME]["deployed_app_config"]
+    for entry in config["deployments"]:
+        if entry["name"] == deployment:
+            entry["user_config"] = user_config
+    http = details.get("http_options") or {}
+    deploy(
+        {
+            "proxy_location": details.get("proxy_location") or "HeadOnly",
+            "http_options": {k: http[k] for k in ("host", "port") if k in http},
+            "applications": [config],
+        },
+        timeout_s,
+    )
+
+
+def refresh_routing(timeout_s: float = 60.0) -> Routing:
+    """Re-read aliases from the registry (after a promote) and apply the resulting routing."""
+    current = state()
+    routing = plan_routing(current.args, previous=current.routing)
+    apply_routing(routing, timeout_s)
+    return routing
+
+
+def delete() -> None:
+    """Delete the pomona application, leaving Serve and other applications running."""
+    serve.delete(APP_NAME)
+
+
+def shutdown() -> None:
+    """Shut Serve down (all applications, proxies and the controller)."""
+    serve.shutdown()

@@ -1,0 +1,82 @@
+"""Every ``pomona_*`` metric, declared once, exported through ``ray.serve.metrics``.
+
+They land on Ray's Prometheus endpoint (the one KubeRay's PodMonitor scrapes) beside Serve's
+own ``ray_serve_*`` metrics; Serve adds the deployment, replica and application tags. pomona's
+labels stay bounded: model name, version and HTTP status code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+_LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+_BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+_MODEL = ("model", "version")
+
+
+@dataclass(frozen=True)
+class IngressMetrics:
+    """Metrics the HTTP ingress records per request."""
+
+    requests: Counter
+    latency: Histogram
+    rejected: Counter
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """Metrics a model replica records per batch and per queued image."""
+
+    model_latency: Histogram
+    batch_size: Histogram
+    queue_depth: Gauge
+
+
+def ingress_metrics() -> IngressMetrics:
+    """Create the ingress's metrics (once per replica)."""
+    return IngressMetrics(
+        requests=Counter(
+            "pomona_requests_total",
+            description="HTTP requests answered, by model, version and status code.",
+            tag_keys=(*_MODEL, "code"),
+        ),
+        latency=Histogram(
+            "pomona_request_latency_seconds",
+            description="End-to-end latency of model requests in the ingress.",
+            boundaries=_LATENCY_BOUNDARIES_S,
+            tag_keys=_MODEL,
+        ),
+        rejected=Counter(
+            "pomona_rejected_requests_total",
+            description="Requests refused with HTTP 503 because a model's queue was full.",
+            tag_keys=("model",),
+        ),
+    )
+
+
+def model_metrics(model: str) -> ModelMetrics:
+    """Create a model replica's metrics (once per replica), tagged with ``model``."""
+    metrics = ModelMetrics(
+        model_latency=Histogram(
+            "pomona_model_latency_seconds",
+            description="Forward pass time of one batch.",
+            boundaries=_LATENCY_BOUNDARIES_S,
+            tag_keys=_MODEL,
+        ),
+        batch_size=Histogram(
+            "pomona_batch_size",
+            description="Images per forward pass.",
+            boundaries=_BATCH_BOUNDARIES,
+            tag_keys=_MODEL,
+        ),
+        queue_depth=Gauge(
+            "pomona_queue_depth",
+            description="Images waiting for or in a forward pass in this replica.",
+            tag_keys=("model",),
+        ),
+    )
+    for metric in (metrics.model_latency, metrics.batch_size, metrics.queue_depth):
+        metric.set_default_tags({"model": model})
+    return metrics

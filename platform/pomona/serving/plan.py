@@ -1,0 +1,126 @@
+"""From registry references to a Serve config: the one code path of ``pomona serve`` and ``build``.
+
+``pomona serve`` deploys the dict :func:`serve_config` returns; ``pomona serve build`` writes it
+as YAML, which ``serve run``, ``serve deploy`` and a KubeRay RayService accept as they are.
+No Ray here: the config is plain data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pomona.registry import ModelRef, Registry, parse_ref
+from pomona.serving.config import (
+    APP_NAME,
+    INGRESS_DEPLOYMENT,
+    LATEST,
+    PINNED,
+    AppArgs,
+    BatchSettings,
+    ModelRoute,
+    Routing,
+    ServeOptions,
+    model_deployment,
+)
+
+#: The application builder Serve imports (``import_path`` of the config).
+IMPORT_PATH = "pomona.serving.app:build_app"
+PRODUCTION = "production"
+
+
+def plan_route(reference: str | ModelRef, registry: Registry) -> ModelRoute:
+    """The route a served reference starts with.
+
+    ``name:N`` and ``name@alias`` pin one version. A bare ``name`` serves every version its
+    aliases point to, plus its newest as ``latest``, and sends traffic to ``production`` if
+    there is one, else to ``latest``.
+
+    Raises:
+        RegistryError: a malformed reference.
+        ModelNotFoundError: the model, version or alias does not exist.
+    """
+    ref = parse_ref(reference) if isinstance(reference, str) else reference
+    if ref.version is not None:
+        version = registry.resolve(ref)
+        return ModelRoute(targets={PINNED: version}, split={PINNED: 1})
+    if ref.alias is not None:
+        return ModelRoute(targets={ref.alias: registry.resolve(ref)}, split={ref.alias: 1})
+    targets = {**registry.aliases(ref.name), LATEST: registry.resolve(ref)}
+    default = PRODUCTION if PRODUCTION in targets else LATEST
+    return ModelRoute(targets=targets, split={default: 100})
+
+
+def plan_routing(args: AppArgs, previous: Routing | None = None) -> Routing:
+    """Routes for every served reference, from the registry as it is now.
+
+    A split from ``previous`` is kept when every label it weights is still served, so a
+    promote moves versions under a configured canary split without resetting it.
+    """
+    registry = Registry(args.registry)
+    models = {}
+    for reference in args.references:
+        ref = parse_ref(reference)
+        route = plan_route(ref, registry)
+        old = previous.models.get(ref.name) if previous is not None else None
+        if old is not None and set(old.split) <= set(route.targets):
+            route = route.model_copy(update={"split": old.split})
+        models[ref.name] = route
+    return Routing(models=models)
+
+
+def serve_config(
+    args: AppArgs,
+    routing: Routing,
+    options: ServeOptions,
+    batches: dict[str, BatchSettings] | None = None,
+) -> dict[str, Any]:
+    """The Serve config (``ServeDeploySchema`` as a dict) that serves ``args``.
+
+    Args:
+        args: the application's fixed arguments.
+        routing: the ingress's user_config.
+        options: HTTP, scaling and queue settings.
+        batches: batch settings per model name; ``options.batch`` for the others.
+    """
+    backpressure = {"status_code": 503, "retry_after_s": args.retry_after_s}
+    ingress = {
+        "name": INGRESS_DEPLOYMENT,
+        "num_replicas": 1,
+        # The ingress only parses, decodes and awaits the model deployments: it can hold many
+        # requests at once, and its own queue is what the proxy answers 503 for.
+        "max_ongoing_requests": options.max_ongoing_requests * options.max_replicas,
+        "max_queued_requests": options.max_queued_requests,
+        "backpressure_config": backpressure,
+        "user_config": routing.model_dump(mode="json"),
+        "ray_actor_options": {"num_cpus": 0},
+    }
+    models = [
+        {
+            "name": model_deployment(name),
+            "autoscaling_config": {
+                "min_replicas": options.min_replicas,
+                "initial_replicas": max(options.min_replicas, 1),
+                "max_replicas": options.max_replicas,
+                "target_ongoing_requests": options.target_ongoing_requests,
+            },
+            "max_ongoing_requests": options.max_ongoing_requests,
+            "max_queued_requests": options.max_queued_requests,
+            "backpressure_config": backpressure,
+            "user_config": (batches or {}).get(name, options.batch).model_dump(mode="json"),
+            "ray_actor_options": {"num_cpus": options.replica_cpus},
+        }
+        for name in args.names
+    ]
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": options.host, "port": options.port},
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": args.model_dump(mode="json"),
+                "deployments": [ingress, *models],
+            }
+        ],
+    }

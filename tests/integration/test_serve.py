@@ -1,0 +1,403 @@
+"""The pomona Serve application over real HTTP on 127.0.0.1: one deployment for the module.
+
+Two versions of a tiny 16x16 digits classifier are registered (production -> 1, canary -> 2) and
+served with small queues, so overload is reachable on 2 cores. Tests run in file order and leave
+the split and aliases as they found them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from e2e.conftest import pomona  # noqa: F401  (the CLI fixture)
+from prometheus_client.parser import text_string_to_metric_families
+
+from pomona.data.manifest import Preprocessing
+from pomona.models import build_model, save_model
+from pomona.registry import Registry
+from pomona.serving import control
+from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
+from pomona.serving.plan import plan_routing, serve_config
+
+pytestmark = pytest.mark.ray
+
+CLASSES = [str(d) for d in range(10)]
+DEADLINE_S = 90
+
+
+@dataclass
+class Server:
+    url: str
+    registry: Path
+    images: list[Path]
+    metrics_url: str
+
+    def predict(self, path: Path | None = None, **params: object) -> requests.Response:
+        data = (path or self.images[0]).read_bytes()
+        return requests.post(
+            f"{self.url}/v1/models/digits/predict",
+            params=params,
+            data=data,
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(
+    ray_session: None, digits_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    import ray
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve")
+    registry = Registry(root / "registry")
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model_dir = root / f"model-{seed}"
+        save_model(
+            model_dir,
+            build_model("simple_cnn", len(CLASSES), 1).eval(),
+            architecture="simple_cnn",
+            classes=CLASSES,
+            preprocessing=Preprocessing(height=16, width=16, channels=1),
+        )
+        registry.register(model_dir, "digits")
+    registry.set_alias("digits", 1, "production")
+    registry.set_alias("digits", 2, "canary")
+    args = AppArgs(registry=registry.uri, references=["digits"], max_body_bytes=256 * 1024)
+    options = ServeOptions(
+        port=_free_port(),
+        min_replicas=1,
+        max_replicas=1,
+        max_ongoing_requests=4,
+        max_queued_requests=4,
+    )
+    control.deploy(serve_config(args, plan_routing(args), options))
+    here = ray.get_runtime_context().get_node_id()
+    metrics_port = next(n["MetricsExportPort"] for n in ray.nodes() if n["NodeID"] == here)
+    images = sorted(digits_folder.rglob("*.png"))[:12]
+    yield Server(
+        f"http://127.0.0.1:{options.port}",
+        root / "registry",
+        images,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+    )
+    serve.shutdown()
+
+
+@dataclass
+class Load:
+    """Background clients sending unpinned predictions until stopped."""
+
+    server: Server
+    clients: int = 3
+    codes: Counter[int] = field(default_factory=Counter)
+    versions: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self.server.predict()
+                self.codes[response.status_code] += 1
+                if response.ok:
+                    self.versions.append(response.json()["version"])
+            except requests.RequestException:
+                self.codes[0] += 1
+
+    def __enter__(self) -> Load:
+        self._threads = [threading.Thread(target=self._run) for _ in range(self.clients)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def _wait_for(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _cli_predictions(run: Callable, server: Server) -> list[dict]:
+    result = run(
+        "predict",
+        "digits:1",
+        "--registry",
+        server.registry,
+        "--json",
+        "--top-k",
+        "3",
+        *server.images,
+    )
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def _assert_same(got: list[dict], want: list[dict]) -> None:
+    assert [p["label"] for p in got] == [p["label"] for p in want]
+    assert [p["score"] for p in got] == pytest.approx([p["score"] for p in want], abs=1e-5)
+
+
+def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:  # noqa: F811
+    expected = _cli_predictions(pomona, server)
+    for path, want in zip(server.images, expected, strict=True):
+        response = server.predict(path, version=1, top_k=3)
+        assert response.status_code == 200, response.text
+        assert response.headers["Pomona-Model-Version"] == "1"
+        body = response.json()
+        assert (body["model"], body["version"]) == ("digits", 1)
+        _assert_same(body["predictions"], want["predictions"])
+    # The multipart, batch and Open Inference Protocol forms give the same answers.
+    first, second = server.images[:2]
+    single = requests.post(
+        f"{server.url}/v1/models/digits:1/predict",
+        params={"top_k": 3},
+        files={"file": (first.name, first.read_bytes(), "image/png")},
+        timeout=30,
+    ).json()
+    _assert_same(single["predictions"], expected[0]["predictions"])
+    batch = requests.post(
+        f"{server.url}/v1/models/digits@production/predict/batch",
+        params={"top_k": 3},
+        files=[("files", (p.name, p.read_bytes(), "image/png")) for p in (first, second)],
+        timeout=30,
+    ).json()
+    assert [labels[0]["label"] for labels in batch["predictions"]] == [
+        expected[0]["predictions"][0]["label"],
+        expected[1]["predictions"][0]["label"],
+    ]
+    infer = requests.post(
+        f"{server.url}/v2/models/digits/versions/1/infer",
+        json={
+            "id": "r1",
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [2],
+                    "datatype": "BYTES",
+                    "data": [base64.b64encode(p.read_bytes()).decode() for p in (first, second)],
+                }
+            ],
+        },
+        timeout=30,
+    )
+    assert infer.status_code == 200, infer.text
+    assert infer.json()["outputs"][1]["data"] == [
+        expected[0]["predictions"][0]["label"],
+        expected[1]["predictions"][0]["label"],
+    ]
+    explain = requests.post(
+        f"{server.url}/v1/models/digits/explain",
+        data=first.read_bytes(),
+        headers={"Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert explain.status_code == 200
+    assert explain.content.startswith(b"\x89PNG")
+    assert requests.get(f"{server.url}/v2/health/ready", timeout=30).json() == {"ready": True}
+    assert requests.get(f"{server.url}/docs", timeout=30).status_code == 200
+
+
+def _metric_samples(server: Server, name: str) -> list:
+    text = requests.get(server.metrics_url, timeout=30).text
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(name)
+    ]
+
+
+def test_concurrent_requests_are_batched(server: Server) -> None:
+    control.apply_batch("digits", BatchSettings(max_batch_size=4, batch_wait_timeout_s=0.2))
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            codes = [r.status_code for r in pool.map(lambda _: server.predict(), range(16))]
+        assert codes == [200] * 16
+
+        def batched() -> bool:
+            samples = _metric_samples(server, "pomona_batch_size")
+            by_bound = {
+                float(s.labels["le"]): s.value
+                for s in samples
+                if s.name == "pomona_batch_size_bucket" and s.labels["version"] == "1"
+            }
+            return bool(by_bound) and by_bound[float("inf")] > by_bound[1.0]
+
+        _wait_for(batched, "a batch larger than 1 in pomona_batch_size")
+        names = {s.name for s in _metric_samples(server, "pomona_")}
+        assert {
+            "pomona_requests_total",
+            "pomona_request_latency_seconds_bucket",
+            "pomona_model_latency_seconds_bucket",
+            "pomona_queue_depth",
+        } <= names
+    finally:
+        control.apply_batch("digits", BatchSettings())
+
+
+def test_canary_split_follows_the_weights(server: Server, pomona) -> None:  # noqa: F811
+    result = pomona("serve", "traffic", "digits", "production=80", "canary=20")
+    assert result.code == 0, result.err
+    assert "digits: split production=80% canary=20%" in result.out
+    try:
+        versions = Counter(server.predict().json()["version"] for _ in range(300))
+        assert set(versions) == {1, 2}
+        assert versions[2] / 300 == pytest.approx(0.2, abs=0.07)
+        # Pins bypass the split.
+        assert {server.predict(alias="canary").json()["version"] for _ in range(5)} == {2}
+    finally:
+        assert pomona("serve", "traffic", "digits", "production=100").code == 0
+
+
+def test_promote_under_load_fails_no_request(server: Server, pomona) -> None:  # noqa: F811
+    with Load(server) as load:
+        _wait_for(lambda: len(load.versions) > 10, "load before the promote")
+        result = pomona("serve", "promote", "digits", "2")
+        assert result.code == 0, result.err
+        assert "digits: production 1 -> 2" in result.out
+        _wait_for(lambda: load.versions[-5:] == [2] * 5, "version 2 answering")
+    assert set(load.codes) == {200}, load.codes
+    assert pomona("serve", "promote", "digits", "1").code == 0  # rollback
+    assert server.predict().json()["version"] == 1
+    status = pomona("serve", "status")
+    assert "model-digits 1/1 healthy" in status.out
+
+
+def _model_replica_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    alive = list_actors(
+        filters=[("class_name", "=", "ServeReplica:pomona:model-digits"), ("state", "=", "ALIVE")]
+    )
+    return [actor.pid for actor in alive]
+
+
+def test_a_killed_replica_is_replaced_under_load(server: Server) -> None:
+    (old,) = _model_replica_pids()
+    with Load(server) as load:
+        _wait_for(lambda: load.codes[200] > 10, "load before the kill")
+        os.kill(old, signal.SIGKILL)
+        _wait_for(lambda: _model_replica_pids() not in ([], [old]), "a new replica")
+        before = load.codes[200]
+        _wait_for(lambda: load.codes[200] > before + 10, "answers from the new replica")
+    failed = sum(n for code, n in load.codes.items() if code != 200)
+    assert failed <= 8, load.codes
+    assert set(load.codes) <= {200, 503}, load.codes
+    assert old not in _model_replica_pids()
+
+
+def test_overload_yields_503_with_retry_after_and_recovers(server: Server) -> None:
+    # Slow batches hold the 4 ongoing + 4 queued slots while 40 clients arrive at once.
+    control.apply_batch("digits", BatchSettings(max_batch_size=64, batch_wait_timeout_s=1.0))
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            responses = list(pool.map(lambda _: server.predict(), range(40)))
+    finally:
+        control.apply_batch("digits", BatchSettings())
+    codes = Counter(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes
+    assert codes[503] >= 20
+    for response in responses:
+        if response.status_code == 503:
+            assert int(response.headers["Retry-After"]) >= 1
+    assert [server.predict().status_code for _ in range(10)] == [200] * 10
+
+
+def _png_bomb() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, "PNG")  # 81 Mpixels, a few dozen KB
+    return buffer.getvalue()
+
+
+def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) -> None:
+    good = server.images[0].read_bytes()
+    png = {"Content-Type": "image/png"}
+    predict = "/v1/models/digits/predict"
+    infer = "/v2/models/digits/infer"
+
+    def tensor(**changes: object) -> dict:
+        item = {"name": "image", "shape": [1, 16, 16, 1], "datatype": "UINT8", "data": [0] * 256}
+        return {"inputs": [{**item, **changes}]}
+
+    corpus = [
+        ("empty body", "post", predict, {"data": b"", "headers": png}, 422),
+        ("not an image", "post", predict, {"data": b"hello", "headers": png}, 422),
+        ("truncated", "post", predict, {"data": good[: len(good) // 2], "headers": png}, 422),
+        ("bomb", "post", predict, {"data": _png_bomb(), "headers": png}, 422),
+        ("oversize", "post", predict, {"data": b"\0" * 300_000, "headers": png}, 413),
+        (
+            "text body",
+            "post",
+            predict,
+            {"data": b"x", "headers": {"Content-Type": "text/plain"}},
+            415,
+        ),
+        ("no file field", "post", predict, {"files": {"other": ("a.png", good)}}, 422),
+        ("unknown model", "post", "/v1/models/cats/predict", {"data": good, "headers": png}, 404),
+        ("unknown version", "post", predict + "?version=9", {"data": good, "headers": png}, 404),
+        ("unknown alias", "post", predict + "?alias=beta", {"data": good, "headers": png}, 404),
+        ("version not int", "post", predict + "?version=two", {"data": good, "headers": png}, 422),
+        (
+            "bad reference",
+            "post",
+            "/v1/models/digits:x/predict",
+            {"data": good, "headers": png},
+            422,
+        ),
+        ("top_k 0", "post", predict + "?top_k=0", {"data": good, "headers": png}, 422),
+        ("top_k huge", "post", predict + "?top_k=100000", {"data": good, "headers": png}, 422),
+        (
+            "malformed JSON",
+            "post",
+            infer,
+            {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
+            422,
+        ),
+        ("wrong shape", "post", infer, {"json": tensor(shape=[1, 8, 8, 1], data=[0] * 64)}, 422),
+        ("wrong dtype", "post", infer, {"json": tensor(datatype="INT64")}, 422),
+        ("out of range", "post", infer, {"json": tensor(data=[300] * 256)}, 422),
+        ("unknown v2 model", "get", "/v2/models/cats", {}, 404),
+    ]
+    expected = server.predict(top_k=1).json()["predictions"][0]["label"]
+    for what, method, path, kwargs, code in corpus:
+        response = requests.request(method, server.url + path, timeout=30, **kwargs)
+        assert response.status_code == code, (what, response.text)
+        error = response.json()["error"]
+        assert error["code"] == code and error["message"], what
+        answer = server.predict(top_k=1)
+        assert answer.status_code == 200, (what, answer.text)
+        assert answer.json()["predictions"][0]["label"] == expected, what

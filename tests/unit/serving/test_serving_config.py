@@ -1,0 +1,124 @@
+"""Routing, traffic splits, application arguments and the Serve config, without Ray."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from support.fake_models import make_model_dir
+
+from pomona.errors import ConfigError, ModelNotFoundError
+from pomona.registry import Registry
+from pomona.serving.config import AppArgs, ModelRoute, Routing, ServeOptions, parse_split
+from pomona.serving.plan import IMPORT_PATH, plan_route, plan_routing, serve_config
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    """``cats`` with versions 1-3, production -> 1, canary -> 2; ``dogs`` with one version."""
+    registry = Registry(tmp_path / "registry")
+    for seed in range(3):
+        registry.register(make_model_dir(tmp_path / f"cats-{seed}", seed), "cats")
+    registry.register(make_model_dir(tmp_path / "dogs", 9), "dogs")
+    registry.set_alias("cats", 1, "production")
+    registry.set_alias("cats", 2, "canary")
+    return registry
+
+
+ROUTE = ModelRoute(targets={"production": 1, "canary": 2, "latest": 3}, split={"production": 1})
+
+
+def test_a_name_serves_its_aliases_and_latest_with_traffic_to_production(
+    registry: Registry,
+) -> None:
+    route = plan_route("cats", registry)
+    assert route.targets == {"production": 1, "canary": 2, "latest": 3}
+    assert route.split == {"production": 100}
+    assert plan_route("dogs", registry).split == {"latest": 100}
+    assert plan_route("cats:3", registry).targets == {"pinned": 3}
+    assert plan_route("cats@canary", registry).targets == {"canary": 2}
+    with pytest.raises(ModelNotFoundError, match="no alias 'beta'"):
+        plan_route("cats@beta", registry)
+
+
+def test_a_promote_keeps_a_split_whose_aliases_still_exist(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats", "dogs"])
+    first = plan_routing(args)
+    shifted = first.models["cats"].model_copy(update={"split": {"production": 90, "canary": 10}})
+    registry.set_alias("cats", 3, "production")
+    again = plan_routing(args, Routing(models={**first.models, "cats": shifted}))
+    assert again.models["cats"].targets["production"] == 3
+    assert again.models["cats"].split == {"production": 90, "canary": 10}
+    assert again.models["dogs"] == first.models["dogs"]
+
+
+def test_resolve_pins_versions_and_aliases_and_names_what_is_served() -> None:
+    routing = Routing(models={"cats": ROUTE})
+    rng = random.Random(0)
+    assert routing.resolve("cats", None, None, rng) == 1
+    assert routing.resolve("cats", 3, None, rng) == 3
+    assert routing.resolve("cats", None, "canary", rng) == 2
+    with pytest.raises(ModelNotFoundError, match="version 7 of 'cats' is not served; served: 1, 2"):
+        routing.resolve("cats", 7, None, rng)
+    with pytest.raises(ModelNotFoundError, match="alias 'beta' of 'cats' is not served"):
+        routing.resolve("cats", None, "beta", rng)
+    with pytest.raises(ModelNotFoundError, match="model 'dogs' is not served; served: cats"):
+        routing.resolve("dogs", None, None, rng)
+
+
+def test_the_split_draws_versions_by_weight() -> None:
+    route = parse_split(["production=75", "canary=25", "latest=0"], ROUTE, "cats")
+    rng = random.Random(1)
+    drawn = Counter(route.choose(rng) for _ in range(4000))
+    assert set(drawn) == {1, 2}
+    assert drawn[2] / 4000 == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        ([], "at least one ALIAS=WEIGHT"),
+        (["production"], "invalid traffic assignment 'production'"),
+        (["production=-1"], "invalid traffic assignment"),
+        (["production=1.5"], "invalid traffic assignment"),
+        (["production=1", "production=2"], "'production' is given twice"),
+        (["beta=10"], "cats does not serve beta; it serves canary \\(version 2\\)"),
+        (["production=0", "canary=0"], "weights are all 0"),
+    ],
+)
+def test_bad_splits_are_refused(assignments: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_split(assignments, ROUTE, "cats")
+
+
+def test_routes_and_arguments_validate_themselves() -> None:
+    with pytest.raises(ValidationError, match="not served"):
+        ModelRoute(targets={"production": 1}, split={"canary": 1})
+    with pytest.raises(ValidationError, match="served once"):
+        AppArgs(registry="r", references=["cats", "cats:2"])
+    with pytest.raises(ValidationError):
+        AppArgs(registry="r", references=["Cats!"])
+    with pytest.raises(ValidationError, match="exceeds max_replicas"):
+        ServeOptions(min_replicas=3, max_replicas=2)
+    with pytest.raises(ValidationError):
+        ServeOptions(port=70000)
+
+
+def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats", "dogs:1"])
+    routing = plan_routing(args)
+    config = serve_config(args, routing, ServeOptions(port=8100, max_queued_requests=5))
+    (app,) = config["applications"]
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8100}
+    assert app["import_path"] == IMPORT_PATH
+    assert AppArgs.model_validate(app["args"]) == args
+    api, cats, dogs = app["deployments"]
+    assert Routing.model_validate(api["user_config"]) == routing
+    assert [cats["name"], dogs["name"]] == ["model-cats", "model-dogs"]
+    assert cats["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
+    for deployment in (api, cats):
+        assert deployment["max_queued_requests"] == 5
+        assert deployment["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
