@@ -15,6 +15,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ray.train.v2.api.callback import UserCallback
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, read_manifest
+from pomona.errors import TrainingError
 from pomona.models.artifact import save_model
 from pomona.models.resolve import resolve_model
 from pomona.models.weights import TORCHVISION_PREFIX, apply_pretrained, load_state_dict_file
@@ -51,10 +53,21 @@ logger = logging.getLogger(__name__)
 _STATE_FILE = "train_state.pt"
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]]:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[UserCallback] = (),
+) -> list[dict[str, float]]:
     """Run (or resume) training and return the per-epoch metrics rows.
 
     Ray must already be initialised (see :func:`pomona.cluster.runtime.ensure_ray`).
+
+    Args:
+        config: the validated training config.
+        resume: continue the run in ``config.out`` from its last checkpoint.
+        callbacks: more Ray Train callbacks for the controller (a sweep forwards each epoch's
+            report to Ray Tune with one).
 
     Raises:
         ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
@@ -101,7 +114,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> list[dict[str, float]
             storage_path=str(run_dir),
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            callbacks=[RunDirectoryCallback(str(run_dir))],
+            callbacks=[RunDirectoryCallback(str(run_dir)), *callbacks],
         ),
     )
     trainer.fit()
@@ -225,6 +238,12 @@ def _train_worker(payload: dict[str, Any]) -> None:
         train_stats = _all_reduce(
             train_one_epoch(model, batches, optimizer, scheduler, loss_fn, device), device
         )
+        if not math.isfinite(train_stats.loss):
+            # Diverged: every later epoch would train on NaN weights and report nonsense.
+            raise TrainingError(
+                f"epoch {epoch}: the training loss is {train_stats.loss}; lower learning_rate "
+                f"(it is {config.learning_rate:g})"
+            )
         elapsed = time.perf_counter() - started
         val_batches = torch_batches(val_shard, config.worker_batch_size, spec, device)
         val_stats = _all_reduce(evaluate(model, val_batches, loss_fn, device), device)

@@ -21,6 +21,7 @@ A trial's config is the base with the trial's settings applied, validated again
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -128,12 +129,15 @@ class SweepConfig(StrictModel):
         for key, distribution in self.space.items():
             _check_key(key)
             for value in distribution.examples():
-                trial_config(self.train, {key: value}, self.train.out, source=f"space {key}={value!r}")
+                source = f"space {key}={value!r}"
+                trial_config(self.train, {key: value}, self.train.out, source=source)
         if self.scheduler.name == "asha" and self.scheduler.grace_period > self.train.epochs:
             raise ValueError(
                 f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds train.epochs "
                 f"({self.train.epochs}); ASHA could never stop a trial"
             )
+        if self.searcher == "optuna" and importlib.util.find_spec("optuna") is None:
+            raise ValueError("searcher 'optuna' needs Optuna: pip install 'pomona[optuna]'")
         if self.searcher == "optuna" and self.grid_keys:
             raise ValueError(f"the optuna searcher cannot run grid({', '.join(self.grid_keys)})")
         return self

@@ -166,7 +166,7 @@ def parse_distribution(text: str) -> Choice | Grid | Uniform | LogUniform | Rand
     raw = [part.strip() for part in match["args"].split(",")]
     if any(not part for part in raw):
         raise ConfigError(f"search space {text!r} has an empty argument")
-    args = [yaml.safe_load(part) for part in raw]
+    args = [_scalar(part) for part in raw]
     if kind in ("choice", "grid"):
         data: dict[str, Any] = {"values": args}
     elif len(args) != 2:
@@ -179,6 +179,19 @@ def parse_distribution(text: str) -> Choice | Grid | Uniform | LogUniform | Rand
         problem = error.errors()[0]
         reason = problem["msg"].removeprefix("Value error, ")
         raise ConfigError(f"search space {text!r}: {reason}") from None
+
+
+def _scalar(text: str) -> Scalar:
+    """A number if ``text`` is one (``1e6`` too, which YAML 1.1 reads as a string), else YAML."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            continue
+    value = yaml.safe_load(text)
+    if not isinstance(value, Scalar):
+        raise ConfigError(f"search space value {text!r} is not a number, string or boolean")
+    return value
 
 
 def parse_space_flag(flag: str) -> tuple[str, str]:
