@@ -36,6 +36,7 @@ from pomona.train.run_dir import CONFIG_FILE
 from pomona.train.trainer import auto_cpus_per_worker, default_threads, train
 from pomona.tune.config import TRIALS_DIR, SweepConfig, trial_config
 from pomona.tune.progress import ProgressFileCallback
+from pomona.tune.report import write_sweep_report
 from pomona.tune.results import (
     RESULTS_FILE,
     TrialResult,
@@ -147,6 +148,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
     best = best_trial(results, config.mode)
     if best is not None:
         link_best(sweep_dir, best)
+    write_sweep_report(sweep_dir, config, results, best)
     return results
 
 
