@@ -18,7 +18,7 @@ from pomona.evaluate.plots import plot_metric_against, plot_metric_by_epoch
 from pomona.storage import atomic_write_text
 from pomona.tune.config import SweepConfig
 from pomona.tune.results import TrialResult
-from pomona.tune.space import LogUniform
+from pomona.tune.space import LogUniform, format_setting
 
 REPORT_FILE = "report.html"
 
@@ -84,7 +84,7 @@ def _table(config: SweepConfig, results: Sequence[TrialResult]) -> str:
     rows = []
     for r in results:
         shown = "-" if r.best_metric is None else f"{r.best_metric:.4f}"
-        cells = [r.trial, *(_format(r.settings.get(k, "")) for k in keys), str(r.epochs), shown]
+        cells = [r.trial, *(format_setting(r.settings.get(k)) for k in keys), str(r.epochs), shown]
         low = ' class="low"' if r.status == "failed" else ""
         rows.append(
             "<tr>"
@@ -93,7 +93,3 @@ def _table(config: SweepConfig, results: Sequence[TrialResult]) -> str:
         )
     body = "".join(rows)
     return f"<h2>Trials</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _format(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

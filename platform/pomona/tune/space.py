@@ -211,3 +211,10 @@ def parse_space_flag(flag: str) -> tuple[str, str]:
 def canonical_key(key: str) -> str:
     """The training setting a space key names (``lr`` -> ``learning_rate``)."""
     return ALIASES.get(key, key)
+
+
+def format_setting(value: object) -> str:
+    """A sampled setting for a table: floats to 4 significant digits, None as empty."""
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
