@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -111,6 +112,10 @@ def _run_and_show(config: SweepConfig, *, resume: bool) -> list[TrialResult]:
 
     sweep_dir = Path(config.out)
     session.connect()
+    if not session.verbose:
+        # The table and results show failed trials with their error; Tune would also log
+        # each one's traceback.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     done = threading.Event()
     with Live(
         _progress_table(config, []), console=err_console, auto_refresh=False, transient=True
@@ -170,9 +175,12 @@ def _print_results(config: SweepConfig, results: list[TrialResult]) -> None:
             *(format_setting(r.settings.get(k)) for k in keys),
             str(r.epochs),
             "-" if r.best_metric is None else f"{r.best_metric:.4f}",
-            r.status if r.error is None else f"failed: {r.error}",
+            r.status,
         )
     console.print(table)
+    for r in results:
+        if r.error is not None:
+            console.print(f"trial {r.trial} failed: {r.error}", markup=False, soft_wrap=True)
 
 
 def _register(

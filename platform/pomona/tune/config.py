@@ -111,7 +111,7 @@ class SweepConfig(StrictModel):
         for key, value in space.items():
             name = canonical_key(str(key))
             if name in parsed:
-                raise ValueError(f"{key!r} appears twice in the space (as {name!r})")
+                raise ConfigError(f"{key!r} appears twice in the space (as {name!r})")
             parsed[name] = parse_distribution(value) if isinstance(value, str) else value
         return parsed
 

@@ -188,7 +188,10 @@ def _scalar(text: str) -> Scalar:
             return number(text)
         except ValueError:
             continue
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
     if not isinstance(value, Scalar):
         raise ConfigError(f"search space value {text!r} is not a number, string or boolean")
     return value

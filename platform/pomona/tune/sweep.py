@@ -20,6 +20,7 @@ SWEEP/best              link to the best trial's run directory (a model director
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pomona.config import validate
+from pomona.data.shards import read_manifest
 from pomona.errors import ConfigError
 from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
@@ -101,6 +103,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
         ConfigError: the sweep directory is in the way, or holds no sweep to resume.
     """
     sweep_dir = check_sweep_dir(config.out, resume=resume)
+    read_manifest(config.train.data)  # one clear error now rather than one per trial
     tune_path = sweep_dir / TUNE_DIR
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     concurrent = config.concurrent_trials or auto_concurrent_trials(
@@ -142,6 +145,9 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
     logger.info(
         "sweep of %d trials, %d at a time, in %s", config.total_trials, concurrent, sweep_dir
     )
+    # Tune's newer console output prints a configuration box even at verbose=0; the classic one
+    # stays silent, and the CLI draws its own table from progress.json.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
     results = collect_results(grid, config, sweep_dir / TRIALS_DIR)
     write_results_csv(sweep_dir / RESULTS_FILE, config, results)
@@ -153,14 +159,16 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
 
 
 def _share_cluster(config: SweepConfig, cluster_cpus: float, concurrent: int) -> TrainConfig:
-    """The base config with CPUs and threads per worker shared by every concurrent trial.
+    """The base config with an absolute dataset path, and CPUs and threads per worker shared
+    by every concurrent trial.
 
     The same rule as a single run (:func:`auto_cpus_per_worker`, :func:`default_threads`), over
     all workers of all concurrent trials, so one CPU stays free for Ray Data however many trials
     run. Values the user set, in the base or the space, are kept.
     """
     workers = config.train.num_workers * concurrent
-    shared: dict[str, Any] = {}
+    # Tune runs each trial in its own working directory: relative paths would not resolve.
+    shared: dict[str, Any] = {"data": str(Path(config.train.data).resolve())}
     if config.train.cpus_per_worker is None and "cpus_per_worker" not in config.space:
         free = cluster_cpus - concurrent * TRIAL_CPUS
         shared["cpus_per_worker"] = auto_cpus_per_worker(free, workers)
