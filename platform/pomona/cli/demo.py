@@ -11,7 +11,7 @@ import typer
 from pomona.cli.console import console
 from pomona.errors import ConfigError
 
-_PARTS = ("images", "dataset", "run", "report", "registry", "explain")
+_PARTS = ("images", "dataset", "run", "report", "registry", "explain", "sweep")
 
 
 def demo_command(
@@ -88,6 +88,7 @@ def demo_command(
             "Explain its predictions with Grad-CAM",
             ["explain", "digits@production", "--registry", registry, "--out", explain, *samples],
         ),
+        *_sweep_stage(dataset, str(workdir / "sweep"), registry, min(epochs, 3)),
     ]
     for title, args in steps:
         if title:
@@ -100,6 +101,40 @@ def demo_command(
         f"registry: {registry}",
         markup=False,
     )
+
+
+def _sweep_stage(
+    dataset: str, sweep: str, registry: str, epochs: int
+) -> list[tuple[str, list[str]]]:
+    """A small ASHA sweep (4 trials of at most ``epochs``) whose best model becomes ``digits:2``."""
+    return [
+        (
+            "Search learning rate and batch size with Ray Tune (ASHA stops poor trials)",
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--out",
+                sweep,
+                "--model",
+                "simple_cnn",
+                "--epochs",
+                str(epochs),
+                "--workers",
+                "1",
+                "--trials",
+                "4",
+                "--space",
+                "lr=loguniform(0.02,0.3)",
+                "--space",
+                "batch_size=choice(32,64)",
+                "--register",
+                "digits",
+                "--registry",
+                registry,
+            ],
+        )
+    ]
 
 
 def register(app: typer.Typer) -> None:

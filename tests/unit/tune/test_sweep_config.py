@@ -135,3 +135,16 @@ def test_example_sweep_config_validates() -> None:
     assert config.trials == 2
     assert config.train.out == "pomona-demo/sweep/trials"
     assert isinstance(config.space["learning_rate"], LogUniform)
+
+
+def test_optuna_searcher_without_optuna_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "optuna" else find_spec(name)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'pomona\[optuna\]'"):
+        sweep({"lr": "uniform(0.1, 0.2)"}, searcher="optuna")
