@@ -80,7 +80,8 @@ def test_sweep_resumes_after_its_driver_is_killed_without_rerunning_finished_tri
         "--address", ray.get_runtime_context().gcs_address,
         "sweep", "--data", str(digits_dataset), "--out", str(sweep_dir),
         "--model", "simple_cnn", "--epochs", "5", "--workers", "1", "--concurrent", "1",
-        "--scheduler", "fifo", "--space", "lr=grid(0.1, 0.05)", "--set", "train.batch_size=32",
+        "--scheduler", "fifo", "--trials", "1", "--space", "lr=grid(0.1, 0.05)",
+        "--set", "train.batch_size=32",
     ]  # fmt: skip
     # Tune saves its experiment state at most every 10 s by default; every second here, so the
     # first trial's completion is on disk before the driver dies during the second trial.
