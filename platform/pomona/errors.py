@@ -32,6 +32,12 @@ class CheckpointError(PomonaError):
     http_status = 500
 
 
+class TrainingError(PomonaError):
+    """Training cannot go on with these settings (e.g. the loss became NaN)."""
+
+    http_status = 500
+
+
 class ModelNotFoundError(PomonaError):
     """A model name, version, alias or file does not exist."""
 

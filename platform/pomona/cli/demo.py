@@ -14,7 +14,7 @@ import typer
 from pomona.cli.console import console
 from pomona.errors import ConfigError
 
-_PARTS = ("images", "dataset", "run", "report", "registry", "explain")
+_PARTS = ("images", "dataset", "run", "report", "registry", "explain", "sweep")
 
 
 def demo_command(
@@ -41,7 +41,7 @@ def demo_command(
             raise ConfigError(f"{workdir} holds files the demo did not write: {strangers}")
         for part in _PARTS:
             shutil.rmtree(workdir / part, ignore_errors=True)
-    images, dataset, run, report, registry, explain = (str(workdir / p) for p in _PARTS)
+    images, dataset, run, report, registry, explain, sweep = (str(workdir / p) for p in _PARTS)
     samples = [str(workdir / "images" / d / f"{n:04d}.png") for d, n in (("3", 3), ("7", 7))]
     steps = [
         ("Write the digits as PNG files", ["datasets", "digits", images, "--size", "32"]),
@@ -91,6 +91,7 @@ def demo_command(
             "Explain its predictions with Grad-CAM",
             ["explain", "digits@production", "--registry", registry, "--out", explain, *samples],
         ),
+        *_sweep_stage(dataset, sweep, registry, min(epochs, 3)),
     ]
     for title, args in steps:
         if title:
@@ -162,6 +163,40 @@ def _metric_lines(url: str, name: str, timeout_s: float = 60.0) -> list[str]:
             return lines
         time.sleep(1)
     return [f"(no {name} reported within {timeout_s:g} s)"]
+
+
+def _sweep_stage(
+    dataset: str, sweep: str, registry: str, epochs: int
+) -> list[tuple[str, list[str]]]:
+    """A small ASHA sweep (4 trials of at most ``epochs``) whose best model becomes ``digits:2``."""
+    return [
+        (
+            "Search learning rate and batch size with Ray Tune (ASHA stops poor trials)",
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--out",
+                sweep,
+                "--model",
+                "simple_cnn",
+                "--epochs",
+                str(epochs),
+                "--workers",
+                "1",
+                "--trials",
+                "4",
+                "--space",
+                "lr=loguniform(0.02,0.3)",
+                "--space",
+                "batch_size=choice(32,64)",
+                "--register",
+                "digits",
+                "--registry",
+                registry,
+            ],
+        )
+    ]
 
 
 def register(app: typer.Typer) -> None:

@@ -121,14 +121,24 @@ def _summary(metrics: EvaluationMetrics) -> str:
         ("classes", str(metrics.num_classes)),
         ("macro F1", f"{metrics.macro_avg.f1:.3f}"),
     ]
+    return f"<h2>Summary</h2>{cards_html(cards)}"
+
+
+def cards_html(cards: Sequence[tuple[str, str]]) -> str:
+    """A row of headline numbers, each a (label, value) pair of plain text (escaped here)."""
     body = "".join(
         f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>'
         for k, v in cards
     )
-    return f'<h2>Summary</h2><div class="cards">{body}</div>'
+    return f'<div class="cards">{body}</div>'
 
 
-def _figures(figures: Mapping[str, Path]) -> str:
+def figures_html(figures: Mapping[str, Path]) -> str:
+    """A "Figures" section embedding each PNG file (caption -> path) as a ``data:`` URI.
+
+    Raises:
+        ValueError: a file is not a PNG.
+    """
     if not figures:
         return ""
     parts = []
@@ -211,20 +221,32 @@ def write_html_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"Evaluation of {model_name} on {split}"
+    page = render_page(
+        f"Evaluation of {model_name} on {split}",
+        f"{metrics.count} samples, {metrics.num_classes} classes",
+        f"{_summary(metrics)}{figures_html(figures)}{_per_class(metrics)}{_gallery(gallery)}",
+    )
+    path = out_dir / REPORT_FILE
+    atomic_write_text(path, page)
+    return path
+
+
+def render_page(title: str, subtitle: str, body: str) -> str:
+    """A complete self-contained page: inline CSS, no scripts, the report's security policy.
+
+    Args:
+        title: plain text, escaped here; shown as the title and the heading.
+        subtitle: plain text, escaped here; the generation time is appended.
+        body: HTML built by the caller, every user string already escaped.
+    """
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = (
+    return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
-        f'<p class="sub">{metrics.count} samples, {metrics.num_classes} classes; '
-        f"generated {created} by pomona</p>"
-        f"{_summary(metrics)}{_figures(figures)}{_per_class(metrics)}{_gallery(gallery)}"
-        "</body></html>\n"
+        f'<p class="sub">{escape(subtitle)}; generated {created} by pomona</p>'
+        f"{body}</body></html>\n"
     )
-    path = out_dir / REPORT_FILE
-    atomic_write_text(path, page)
-    return path

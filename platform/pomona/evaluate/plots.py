@@ -5,6 +5,7 @@ Built on :mod:`pomona.plots`, so no figure is registered with pyplot and none ou
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,4 +159,72 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) ->
     bottom.bar(centres, bins.count, width=width, edgecolor="black", color="gray")
     bottom.set_xlabel("confidence (top-1 probability)")
     bottom.set_ylabel("samples")
+    return save_figure(figure, path)
+
+
+def plot_metric_by_epoch(
+    curves: Mapping[str, Sequence[float]], metric: str, path: str | Path
+) -> Path:
+    """Draw one line per run (e.g. per sweep trial): ``metric`` against epoch.
+
+    Args:
+        curves: run label -> the metric at epochs 1, 2, ...; empty curves are skipped.
+        metric: the metric's name, for the axis label.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        ``path``.
+    """
+    figure = new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    for label, values in curves.items():
+        if values:
+            axes.plot(range(1, len(values) + 1), values, "-o", markersize=3, label=_label(label))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    if any(curves.values()):
+        axes.legend(fontsize=7, ncol=2)
+    axes.set_title(f"{metric} by epoch")
+    return save_figure(figure, path)
+
+
+def plot_metric_against(
+    points: Sequence[tuple[bool | int | float | str, float]],
+    setting: str,
+    metric: str,
+    path: str | Path,
+    *,
+    log_x: bool = False,
+) -> Path:
+    """Scatter a metric against one setting's values (numbers on a linear or log axis, anything
+    else as categories in order of first appearance).
+
+    Args:
+        points: (setting value, metric) pairs, one per run.
+        setting: the setting's name, for the axis label.
+        metric: the metric's name, for the axis label.
+        path: PNG file to write (parent folders are created).
+        log_x: a logarithmic x axis (for settings sampled log-uniformly).
+
+    Returns:
+        ``path``.
+    """
+    figure = new_figure(5, 3.8)
+    axes = figure.add_subplot()
+    values = [value for value, _ in points]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric:
+        xs = [float(v) for v in values]
+        if log_x:
+            axes.set_xscale("log")
+    else:
+        categories = list(dict.fromkeys(str(v) for v in values))
+        xs = [float(categories.index(str(v))) for v in values]
+        axes.set_xticks(range(len(categories)), [_label(c) for c in categories])
+    axes.scatter(xs, [metric_value for _, metric_value in points], color="#4c72b0")
+    axes.set_xlabel(_label(setting))
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    axes.set_title(f"{metric} against {_label(setting)}")
     return save_figure(figure, path)

@@ -17,6 +17,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ray.train.v2.api.callback import UserCallback
 
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
+from pomona.errors import TrainingError
 from pomona.models.artifact import save_model
 from pomona.models.card import InitialWeights
 from pomona.models.weights import apply_pretrained, load_state_dict_file
@@ -56,21 +58,33 @@ _STATE_FILE = "train_state.pt"
 
 
 def train(
-    config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    registry: Registry | None = None,
+    callbacks: Sequence[UserCallback] = (),
 ) -> list[dict[str, float]]:
     """Check, then run (or resume) training; return the per-epoch metrics rows.
 
     Ray must already be initialised; to report mistakes before starting Ray, call
     :func:`pomona.train.preflight.prepare_run`, then Ray, then :func:`run`.
 
+    Args:
+        config: the validated training config.
+        resume: continue the run in ``config.out`` from its last checkpoint.
+        registry: where a registry reference in ``model.weights`` is looked up (None: the
+            default registry).
+        callbacks: more Ray Train callbacks for the controller (a sweep forwards each epoch's
+            report to Ray Tune with one).
+
     Raises:
         ConfigError, DatasetError, CheckpointError, ModelNotFoundError: see
             :func:`pomona.train.preflight.prepare_run`.
     """
-    return run(prepare_run(config, resume=resume, registry=registry))
+    return run(prepare_run(config, resume=resume, registry=registry), callbacks=callbacks)
 
 
-def run(prepared: PreparedRun) -> list[dict[str, float]]:
+def run(prepared: PreparedRun, *, callbacks: Sequence[UserCallback] = ()) -> list[dict[str, float]]:
     """Run a checked training run on Ray Train and return the per-epoch metrics rows.
 
     A fresh run that fails before its first epoch leaves no run directory behind, so the same
@@ -80,7 +94,7 @@ def run(prepared: PreparedRun) -> list[dict[str, float]]:
     existed = run_dir.exists()
     rundir.write_config(run_dir, prepared.config)
     try:
-        _fit(prepared)
+        _fit(prepared, callbacks)
     except BaseException:
         if not prepared.resume:
             rundir.discard_if_unstarted(run_dir, keep_directory=existed)
@@ -88,7 +102,7 @@ def run(prepared: PreparedRun) -> list[dict[str, float]]:
     return rundir.read_metrics(run_dir)
 
 
-def _fit(prepared: PreparedRun) -> None:
+def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
     config, manifest, initial_weights = prepared.config, prepared.manifest, prepared.initial_weights
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     cpus_per_worker = config.cpus_per_worker or auto_cpus_per_worker(
@@ -128,7 +142,7 @@ def _fit(prepared: PreparedRun) -> None:
             storage_path=str(prepared.run_dir),
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            callbacks=[RunDirectoryCallback(str(prepared.run_dir))],
+            callbacks=[RunDirectoryCallback(str(prepared.run_dir)), *callbacks],
         ),
     )
     trainer.fit()
@@ -265,6 +279,12 @@ def _train_worker(payload: dict[str, Any]) -> None:
         train_stats = _all_reduce(
             train_one_epoch(model, batches, optimizer, scheduler, loss_fn, device), device
         )
+        if not math.isfinite(train_stats.loss):
+            # Diverged: every later epoch would train on NaN weights and report nonsense.
+            raise TrainingError(
+                f"epoch {epoch}: the training loss is {train_stats.loss}; lower learning_rate "
+                f"(it is {config.learning_rate:g})"
+            )
         elapsed = time.perf_counter() - started
         val_batches = torch_batches(val_shard, config.worker_batch_size, spec, device)
         val_stats = _all_reduce(evaluate(model, val_batches, loss_fn, device), device)
