@@ -15,7 +15,7 @@ import click
 import typer
 
 from pomona import log
-from pomona.cli import data, demo, evaluate, k8s, models, registry, train
+from pomona.cli import data, demo, evaluate, k8s, models, registry, submit, train
 from pomona.cli.console import err_console
 from pomona.cli.session import session
 from pomona.cluster.runtime import use_local_ray_defaults
@@ -46,7 +46,7 @@ def _root(
     use_local_ray_defaults(address)
 
 
-for module in (data, models, train, evaluate, registry, demo, k8s):
+for module in (data, models, train, evaluate, registry, demo, k8s, submit):
     module.register(app)
 
 

@@ -16,7 +16,6 @@ so the dashboard and the Jobs API are reachable only from inside the cluster or 
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ import yaml
 from pydantic import Field, PositiveInt, field_validator
 
 import pomona
+from pomona.cluster.entrypoints import job_entrypoint
 from pomona.config import StrictModel
 from pomona.errors import ConfigError
 
@@ -178,11 +178,6 @@ def _metadata(name: str) -> dict[str, Any]:
     return {"name": name, "labels": dict(APP_LABEL)}
 
 
-def job_entrypoint(script: str, args: list[str]) -> str:
-    """``python jobs/<script> ARGS`` as a shell-quoted command line."""
-    return shlex.join(["python", f"jobs/{script}", *args])
-
-
 def training_args(settings: K8sSettings, command: Literal["train", "sweep"]) -> list[str]:
     """The arguments of the training and sweep RayJobs (paths on the shared storage)."""
     out = settings.path("runs" if command == "train" else "sweeps", f"{settings.name}-{command}")
@@ -200,7 +195,7 @@ def ray_job(settings: K8sSettings, command: Literal["train", "sweep"]) -> dict[s
         "kind": "RayJob",
         "metadata": _metadata(f"{settings.name}-{command}"),
         "spec": {
-            "entrypoint": job_entrypoint(f"{command}.py", training_args(settings, command)),
+            "entrypoint": job_entrypoint(command, training_args(settings, command)),
             # The image holds the project at PROJECT_DIR; the submitter ships it as the job's
             # working directory so `python jobs/...` resolves as it does from a checkout.
             "runtimeEnvYAML": yaml.safe_dump({"working_dir": PROJECT_DIR}),
