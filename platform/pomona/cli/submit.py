@@ -47,7 +47,7 @@ def _address(address: str | None) -> str | None:
 def _client(address: str | None) -> JobSubmissionClient:
     from pomona.cluster.submit import connect
 
-    return connect(_address(address))
+    return connect(_address(address), quiet=not session.verbose)
 
 
 def _local_command(name: str) -> TyperCommand | None:
@@ -181,11 +181,13 @@ def list_jobs(address: AddressOption = None) -> None:
     client = _client(address)
     with cluster_errors(client.get_address()):
         jobs = client.list_jobs()
-    table = Table("job", "status", "entrypoint", "started")
+    table = Table()
+    for name in ("job", "status", "started"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("entrypoint", overflow="fold")  # the long one gives way to the others
     for job in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True):
-        started = _clock(job.start_time)
-        table.add_row(job.submission_id or job.job_id or "", job.status.value, job.entrypoint,
-                      started)  # fmt: skip
+        job_id = job.submission_id or job.job_id or ""
+        table.add_row(job_id, job.status.value, _clock(job.start_time), job.entrypoint)
     console.print(table)
 
 

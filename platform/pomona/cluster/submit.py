@@ -1,9 +1,11 @@
 """Ray Jobs API submission: ship the project to a cluster and run a ``jobs/`` script there.
 
 The job's runtime environment carries the project: the checkout as ``working_dir`` (so
-``python jobs/train.py`` and relative config paths resolve as they do locally) and the
-``pomona`` package as a ``py_modules`` entry (so the job's driver and every Ray worker it starts
-import this checkout's code, not whatever version the cluster has installed).
+``python jobs/train.py`` and relative config paths resolve as they do locally), with its
+``platform/`` first on ``PYTHONPATH``, so the job's driver and every Ray worker it starts import
+this checkout's ``pomona``, not whatever version the cluster has installed. (Not ``py_modules``:
+Ray applies ``excludes`` inside each module too, and excluding the top-level ``data/`` would
+drop ``pomona/data``.)
 
 Ray token authentication stays on: the client reads the token where Ray does
 (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``).
@@ -29,7 +31,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Never uploaded with the job (gitignored files are skipped too: Ray honours .gitignore).
-EXCLUDES = [".venv/", ".git/", "data/", "/platform/", "__pycache__/", "*.egg-info/"]
+#: Anchored at the checkout's root: ``platform/pomona/data`` must ship.
+EXCLUDES = ["/.venv/", "/.git/", "/data/", "__pycache__/", "*.egg-info/"]
+#: Loggers of the Jobs client that set their own INFO level (uploads, websockets).
+_CLIENT_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
 #: How long to retry while a freshly started cluster's job agent is not up yet.
 AGENT_WAIT_S = 60.0
 
@@ -51,11 +56,9 @@ def project_root() -> Path:
 
 def job_runtime_env(root: Path) -> dict[str, Any]:
     """The runtime environment that ships the checkout at ``root`` with the job."""
-    return {
-        "working_dir": str(root),
-        "excludes": EXCLUDES,
-        "py_modules": [str(root / "platform" / "pomona")],
-    }
+    # Relative: Ray starts job processes inside the unpacked working_dir, and Python's site
+    # module makes sys.path entries absolute at start-up.
+    return {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": {"PYTHONPATH": "platform"}}
 
 
 @contextmanager
@@ -81,14 +84,22 @@ def cluster_errors(address: str | None) -> Iterator[None]:
         raise ClusterError(f"{where}: {str(error).splitlines()[0]}") from None
 
 
-def connect(address: str | None) -> JobSubmissionClient:
+def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
     """A Jobs API client for ``address`` (``http://HOST:8265``; None finds the local cluster).
+
+    Args:
+        address: the cluster's dashboard URL.
+        quiet: keep the client's INFO chatter (packaging, uploads, websockets) off the terminal.
 
     Raises:
         ClusterError: unreachable address, or the cluster refused the token.
     """
     _use_token_if_available()
     from ray.job_submission import JobSubmissionClient
+
+    if quiet:
+        for name in _CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     with cluster_errors(address):
         return JobSubmissionClient(address)

@@ -64,6 +64,5 @@ def test_evaluate_keeps_registry_references_and_absolutises_model_dirs(
 def test_runtime_env_ships_the_checkout_and_its_package() -> None:
     env = job_runtime_env(ROOT)
     assert env["working_dir"] == str(ROOT)
-    (package,) = env["py_modules"]
-    assert Path(package, "__init__.py").is_file()
-    assert {".venv/", ".git/", "data/"} <= set(env["excludes"])
+    assert (ROOT / env["env_vars"]["PYTHONPATH"] / "pomona" / "__init__.py").is_file()
+    assert {"/.venv/", "/.git/", "/data/"} <= set(env["excludes"])
