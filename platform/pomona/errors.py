@@ -54,3 +54,9 @@ class InvalidRequestError(PomonaError):
     """A request (HTTP body, image upload) is malformed."""
 
     http_status = 400
+
+
+class ClusterError(PomonaError):
+    """A Ray cluster refused or failed a request: unreachable, wrong token, failed job."""
+
+    http_status = 502

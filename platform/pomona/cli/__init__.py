@@ -16,7 +16,18 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pomona import log
-from pomona.cli import data, demo, evaluate, models, registry, serve, sweep, train
+from pomona.cli import (
+    data,
+    demo,
+    evaluate,
+    k8s,
+    models,
+    registry,
+    serve,
+    submit,
+    sweep,
+    train,
+)
 from pomona.cli.console import err_console
 from pomona.cli.session import session
 from pomona.cluster.runtime import use_local_ray_defaults
@@ -58,7 +69,7 @@ def _root(
     use_local_ray_defaults(address)
 
 
-for module in (data, models, train, sweep, evaluate, registry, serve, demo):
+for module in (data, models, train, sweep, evaluate, registry, serve, submit, k8s, demo):
     module.register(app)
 
 

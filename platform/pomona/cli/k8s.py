@@ -1,0 +1,66 @@
+"""``pomona k8s render``: KubeRay manifests (kustomize layout) from one set of settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pomona.cli.console import console
+from pomona.cluster.k8s import K8sSettings
+from pomona.cluster.kustomize import render_to
+from pomona.config import validate
+from pomona.errors import ConfigError
+
+k8s_app = typer.Typer(help="Kubernetes (KubeRay) manifests.", no_args_is_help=True)
+
+
+@k8s_app.command("render")
+def render_command(
+    out: Annotated[Path, typer.Option(help="Directory to write the kustomize layout to.")],
+    image: Annotated[str | None, typer.Option(help="Image repository, no tag.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Image tag; variants add -cpu / -gpu.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker pods to start with; training's --workers.")
+    ] = None,
+    max_workers: Annotated[int | None, typer.Option(help="Autoscaling ceiling.")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Shared volume mount path for datasets, runs, registry.")
+    ] = None,
+    serve_config: Annotated[
+        Path | None, typer.Option(help="Serve config YAML [default: serve/pomona.yaml].")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+) -> None:
+    """Render a RayCluster, training and sweep RayJobs, a RayService and a PodMonitor.
+
+    OUT gets base/ (CPU image) and overlays/cpu, overlays/gpu: apply one with
+    `kubectl apply -k OUT/overlays/cpu`.
+    """
+    values = {
+        "image": image,
+        "tag": tag,
+        "workers": workers,
+        "max_workers": max_workers,
+        "storage": storage,
+        "serve_config": serve_config,
+    }
+    settings = validate(
+        K8sSettings, {k: v for k, v in values.items() if v is not None}, "k8s render options"
+    )
+    try:
+        written = render_to(settings, out, overwrite=overwrite)
+    except FileExistsError:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it") from None
+    console.print(f"wrote {len(written)} files to {out}:", soft_wrap=True)
+    for path in written:
+        console.print(f"  {path}")
+    console.print(
+        f"apply with: kubectl apply -k {out / 'overlays' / 'cpu'} (or overlays/gpu)", soft_wrap=True
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the root app."""
+    app.add_typer(k8s_app, name="k8s")

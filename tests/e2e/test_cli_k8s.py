@@ -1,0 +1,54 @@
+"""`pomona k8s render` end to end: a layout kustomize can build, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+SERVE_CONFIG = Path(__file__).resolve().parents[1] / "data" / "serve" / "pomona.yaml"
+
+
+def test_render_writes_the_layout_with_the_given_settings(pomona, tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    result = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG,
+                    "--image", "registry.example/pomona", "--tag", "abc", "--workers", "3",
+                    "--storage", "/shared")  # fmt: skip
+    assert result.code == 0, result.err
+    assert f"wrote 10 files to {out}" in result.out
+    cluster = yaml.safe_load((out / "base" / "raycluster.yaml").read_text())
+    worker = cluster["spec"]["workerGroupSpecs"][0]
+    assert worker["replicas"] == 3
+    assert worker["template"]["spec"]["containers"][0]["image"] == "registry.example/pomona:abc-cpu"
+    job = yaml.safe_load((out / "base" / "rayjob-train.yaml").read_text())
+    assert (
+        "--data /shared/datasets/digits --out /shared/runs/pomona-train --workers 3"
+        in (job["spec"]["entrypoint"])
+    )
+    gpu = yaml.safe_load((out / "overlays" / "gpu" / "kustomization.yaml").read_text())
+    assert gpu["images"] == [{"name": "registry.example/pomona", "newTag": "abc-gpu"}]
+
+    again = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG)
+    assert again.code == 2
+    assert again.err.strip() == f"error: {out} exists; pass --overwrite to replace it"
+
+
+def test_render_without_serve_config_is_one_line_error(pomona, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = pomona("k8s", "render", "--out", tmp_path / "k8s", "--serve-config", missing)
+    assert result.code == 2
+    assert result.err.startswith(f"error: Serve config {missing} does not exist")
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_render_rejects_object_store_storage(pomona, tmp_path: Path) -> None:
+    result = pomona("k8s", "render", "--out", tmp_path / "k8s", "--serve-config", SERVE_CONFIG,
+                    "--storage", "s3://bucket/pomona")  # fmt: skip
+    assert result.code == 2
+    assert "storage: Value error, storage 's3://bucket/pomona' must be an absolute path" in (
+        result.err
+    )

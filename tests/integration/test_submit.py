@@ -1,0 +1,101 @@
+"""`pomona submit` and `pomona jobs` against a local Ray cluster with token authentication.
+
+The cluster is this module's own (its own ports, see tests/support/local_cluster.py); the CLI
+runs as a separate process, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.local_cluster import REPO, LocalCluster, free_port, local_cluster, pomona_cli
+
+from pomona.cluster.submit import connect, wait
+from pomona.train.run_dir import read_metrics
+
+pytestmark = pytest.mark.ray
+
+JOB_ID = re.compile(r"submitted (raysubmit_\w+) to ")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with local_cluster(head_cpus=2) as running:
+        yield running
+
+
+def test_submit_train_trains_as_pomona_train_does(
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = pomona_cli("submit", "train", "--address", cluster.dashboard, "--data",
+                        digits_dataset, "--out", run, "--epochs", "1", "--workers", "1",
+                        "--batch-size", "32")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_id = JOB_ID.search(result.stdout).group(1)
+    assert "best epoch 1: val error" in result.stdout  # the job's own output, followed
+    assert result.stdout.rstrip().endswith(f"job {job_id} succeeded")
+    assert [int(row["epoch"]) for row in read_metrics(run)] == [1]
+    assert (run / "model.safetensors").is_file()
+
+    listed = pomona_cli("jobs", "list", "--address", cluster.dashboard)
+    assert re.search(rf"{job_id}\s.*SUCCEEDED", listed.stdout.replace("\n", " ")), listed.stdout
+    status = pomona_cli("jobs", "status", job_id, "--address", cluster.dashboard)
+    assert status.stdout.startswith(f"{job_id} SUCCEEDED")
+    logs = pomona_cli("jobs", "logs", job_id, "--address", cluster.dashboard)
+    assert "best epoch 1: val error" in logs.stdout
+
+
+def test_a_failing_job_exits_2_with_one_error_line(cluster: LocalCluster, tmp_path: Path) -> None:
+    result = pomona_cli("submit", "train", "--address", cluster.dashboard, "--data",
+                        tmp_path / "missing", "--out", tmp_path / "run")  # fmt: skip
+    assert result.returncode == 2
+    job_id = JOB_ID.search(result.stdout).group(1)
+    assert result.stderr.startswith(f"error: job {job_id} FAILED")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "error:" in result.stdout  # the job's own one-line error, streamed with its logs
+
+
+def test_wrong_token_is_one_error_line(cluster: LocalCluster) -> None:
+    result = pomona_cli("jobs", "list", "--address", cluster.dashboard,
+                        env={"RAY_AUTH_TOKEN": "not-the-token"})  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {cluster.dashboard} refused the Ray token")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreachable_address_is_one_error_line(tmp_path: Path) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    result = pomona_cli("submit", "ingest", tmp_path, tmp_path / "ds", "--address", address)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot reach the Ray dashboard at {address}")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ctrl_c_while_following_asks_and_stops_the_job(
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-c", "from pomona.cli import main; main()", "submit", "train",
+               "--address", cluster.dashboard, "--data", str(digits_dataset), "--out",
+               str(tmp_path / "run"), "--epochs", "50", "--workers", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "platform")}
+    from ray.job_submission import JobStatus
+
+    with subprocess.Popen(command, cwd=REPO, env=env, text=True, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:  # fmt: skip
+        first = process.stdout.readline()
+        job_id = JOB_ID.search(first).group(1)
+        process.stdout.readline()  # the job has started writing its logs: we are following
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate("y\n", timeout=120)
+    assert process.returncode == 130, err
+    assert f"stop job {job_id}?" in err
+    assert f"stopping {job_id}" in err
+    assert wait(connect(cluster.dashboard), job_id) == JobStatus.STOPPED

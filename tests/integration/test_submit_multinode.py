@@ -1,0 +1,85 @@
+"""`pomona submit train` on a real two-node Ray cluster (separate processes, 127.0.0.1).
+
+Each node has 2 logical CPUs and each training worker reserves 1.5 (`cpus_per_worker`), so the
+two workers cannot share a node: they must land on different nodes, and each node keeps 0.5
+CPU for Ray Data. When the non-head node is removed mid-training, the head alone cannot hold
+the restarted two-worker group, so the test adds a replacement node (as an autoscaler or
+KubeRay would) and the run resumes from its last checkpoint there.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.local_cluster import LocalCluster, local_cluster, pomona_cli
+
+from pomona.cluster.submit import connect
+from pomona.train.run_dir import read_metrics
+
+pytestmark = pytest.mark.ray
+
+SPREAD = ["--workers", "2", "--batch-size", "32", "--set", "cpus_per_worker=1.5",
+          "--set", "threads_per_worker=1"]  # fmt: skip
+JOB_ID = re.compile(r"submitted (raysubmit_\w+) to ")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with local_cluster(head_cpus=2, node_cpus=(2,)) as running:
+        yield running
+
+
+def training_worker_nodes(dashboard: str, submission_id: str) -> list[str]:
+    """Node ids of the job's Ray Train workers, from Ray's state API (dead actors included)."""
+    from ray.util.state import list_actors
+
+    job_id = connect(dashboard).get_job_info(submission_id).job_id
+    actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker")],
+                         detail=True, raise_on_missing_output=False)  # fmt: skip
+    return [actor.node_id for actor in actors if actor.job_id == job_id]
+
+
+def test_two_workers_train_on_two_nodes(
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    result = pomona_cli("submit", "train", "--address", cluster.dashboard, "--data",
+                        digits_dataset, "--out", run, "--epochs", "2", *SPREAD)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_id = JOB_ID.search(result.stdout).group(1)
+    nodes = training_worker_nodes(cluster.dashboard, job_id)
+    assert len(nodes) == 2
+    assert len(set(nodes)) == 2, nodes
+    assert [int(row["epoch"]) for row in read_metrics(run)] == [1, 2]
+    assert (run / "model.safetensors").is_file()
+
+
+def test_run_survives_losing_a_node_and_resumes_from_its_checkpoint(
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["submit", "train", "--address", cluster.dashboard, "--data", digits_dataset,
+            "--out", run, "--epochs", "8", *SPREAD]  # fmt: skip
+    results = []
+    submitter = threading.Thread(target=lambda: results.append(pomona_cli(*args)))
+    submitter.start()
+    deadline = time.monotonic() + 300
+    while not read_metrics(run) and time.monotonic() < deadline and submitter.is_alive():
+        time.sleep(0.5)
+    assert read_metrics(run), "training never finished its first epoch"
+    (node,) = cluster.cluster.worker_nodes
+    cluster.cluster.remove_node(node, allow_graceful=False)
+    cluster.cluster.add_node(num_cpus=2)
+    submitter.join(timeout=600)
+    (result,) = results
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(run)
+    assert [int(row["epoch"]) for row in rows][-1] == 8
+    assert max(int(row["attempt"]) for row in rows) >= 2, rows  # restarted from a checkpoint
+    assert {int(row["epoch"]) for row in rows} == set(range(1, 9))
+    assert (run / "model.safetensors").is_file()
