@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from support.corrupt import dataset_with_flipped_shard
-from support.processes import train_worker_pids
 
 from pomona.data.shards import read_manifest, write_manifest
 
@@ -124,34 +120,34 @@ def error_line(stderr: str) -> str:
 
 
 @pytest.mark.ray
-def test_a_run_killed_before_its_first_epoch_leaves_no_run_dir(
-    pomona, ray_session: None, digits_dataset: Path, tmp_path: Path
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_run_dir(
+    pomona,
+    ray_session: None,
+    digits_dataset: Path,
+    digits_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run = tmp_path / "run"
-    args = ("train", "--data", digits_dataset, "--out", run, "--workers", "1", "--epochs", "1")
-    killed: list[int] = []
-
-    def kill_first_worker() -> None:
-        deadline = time.monotonic() + 120
-        while not killed and time.monotonic() < deadline:
-            for pid in train_worker_pids():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.05)
-
     import ray.train
 
-    killer = threading.Thread(target=kill_first_worker)
-    killer.start()
-    try:
-        # Not a mistake the user made: Ray Train's error keeps its traceback.
-        with pytest.raises(ray.train.TrainingFailedError):
-            pomona(*args, "--set", "max_failures=0")
-    finally:
-        killer.join()
-    assert killed
+    weights = tmp_path / "weights"
+    shutil.copytree(digits_model, weights)
+    run = tmp_path / "run"
+    args = ("train", "--data", digits_dataset, "--out", run, "--workers", "1", "--epochs", "1")
+    connect = session.connect
+
+    def connect_then_lose_the_weights() -> None:
+        # The weights pass the driver's check, then vanish before the worker reads them.
+        connect()
+        (weights / "model.safetensors").unlink()
+
+    monkeypatch.setattr(session, "connect", connect_then_lose_the_weights)
+    # Not a mistake found up front: Ray Train's error keeps its traceback.
+    with pytest.raises(ray.train.TrainingFailedError, match=r"model\.safetensors is missing"):
+        pomona(*args, "--weights", weights, "--set", "max_failures=0")
     assert not run.exists()
 
+    monkeypatch.setattr(session, "connect", connect)
     result = pomona(*args)  # the same --out works at once
     assert result.code == 0, result.err
     assert (run / "model.safetensors").is_file()

@@ -5,8 +5,14 @@ load a model directory without pulling in the trainer.
 """
 
 from pomona.models.artifact import load_model, read_card, save_model
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from pomona.models.weights import LoadReport, apply_pretrained, load_state_dict_file
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights, ModelCard
+from pomona.models.weights import (
+    LoadReport,
+    apply_pretrained,
+    choose_head,
+    load_state_dict_file,
+    source_classes,
+)
 from pomona.models.zoo import (
     ARCHITECTURES,
     ArchitectureSpec,
@@ -25,10 +31,12 @@ __all__ = [
     "CARD_FILE",
     "WEIGHTS_FILE",
     "ArchitectureSpec",
+    "InitialWeights",
     "LoadReport",
     "ModelCard",
     "apply_pretrained",
     "build_model",
+    "choose_head",
     "freeze_backbone",
     "get_head",
     "get_spec",
@@ -37,6 +45,7 @@ __all__ = [
     "load_state_dict_file",
     "read_card",
     "save_model",
+    "source_classes",
     "split_parameters",
     "target_layer",
     "unwrap",
