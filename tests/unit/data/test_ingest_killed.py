@@ -8,17 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-from conftest import png_bytes, write
 from PIL import Image
+from support.cli import cli_command, cli_env
 
-import pomona
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
 from pomona.errors import DatasetError
@@ -50,9 +48,10 @@ def slow_folder(root: Path, per_class: int = 2000) -> Path:
 def small_folder(root: Path) -> Path:
     rng = np.random.default_rng(1)
     for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
         for i in range(6):
             pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            write(root / name / f"{i}.png", png_bytes(Image.fromarray(pixels)))
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
 
 
@@ -66,11 +65,9 @@ def test_killed_ingest_leaves_nothing_running_and_the_next_ingest_cleans_up(
     tmp_path: Path,
 ) -> None:
     src, out = slow_folder(tmp_path / "src"), tmp_path / "ds"
-    platform_dir = Path(pomona.__file__).resolve().parents[1]
-    command = ["ingest", str(src), str(out), "--image-size", "16", "--workers", "2"]
     child = subprocess.Popen(
-        [sys.executable, "-c", "from pomona.cli import main; main()", *command],
-        env={**os.environ, "PYTHONPATH": str(platform_dir)},
+        cli_command("ingest", src, out, "--image-size", "16", "--workers", "2"),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
