@@ -55,6 +55,13 @@ def small_folder(root: Path) -> Path:
     return root
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def semaphores(process: psutil.Process) -> set[str]:
     """Named POSIX semaphores that ``process`` has mapped."""
     maps = Path(f"/proc/{process.pid}/maps").read_text()
@@ -88,7 +95,7 @@ def test_killed_ingest_leaves_nothing_running_and_the_next_ingest_cleans_up(
     assert not (out / "manifest.json").exists()
     assert list(tmp_path.glob(".ds.*.partial"))  # what a killed ingest leaves, by design
 
-    wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in pool), "pool")
+    wait_until(lambda: not any(map(alive, pool)), "the pool's processes to end")
     wait_until(lambda: not any(Path(name).exists() for name in named), "semaphores unlinked")
 
     manifest = ingest(
