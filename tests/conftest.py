@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-# Before anything imports Ray: loopback only, no usage reporting (see shared/RAY-NOTES.md).
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from pomona.cluster.runtime import LOCAL_RAY_ENV
+
+# Before anything imports Ray: pomona's local defaults (loopback only, no usage reporting, token
+# authentication; see shared/RAY-NOTES.md).
+os.environ.update(LOCAL_RAY_ENV)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from collections.abc import Iterator

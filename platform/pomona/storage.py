@@ -6,13 +6,18 @@ so a crash never leaves a file or directory that looks complete but is not.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
@@ -50,6 +55,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_PARTIAL = ".partial"
+_OLD = ".old"
+
+
 @contextmanager
 def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that becomes ``final`` only if the block succeeds.
@@ -63,12 +72,12 @@ def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[
         raise FileExistsError(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
-    tmp = final.with_name(f".{final.name}.{token}.partial")
+    tmp = final.with_name(f".{final.name}.{token}{_PARTIAL}")
     tmp.mkdir()
     try:
         yield tmp
         if final.exists():
-            old = final.with_name(f".{final.name}.{token}.old")
+            old = final.with_name(f".{final.name}.{token}{_OLD}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -77,3 +86,66 @@ def atomic_directory(final: str | Path, *, overwrite: bool = False) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LockedError(OSError):
+    """Another live process holds the lock (see :func:`exclusive_writer`)."""
+
+
+@contextmanager
+def exclusive_writer(final: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing ``final`` for the block, or raise :class:`LockedError`.
+
+    The lock is an advisory ``flock`` on the hidden sibling ``.<name>.lock``; the kernel drops
+    it when its process ends, however it ends (even by SIGKILL), so a lock is never stale.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(f".{final.name}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(f"another process is writing {final}") from None
+        # The previous holder unlinks the file when done; a lock on the unlinked file guards
+        # nothing, so retry until the lock is on the file that the path names.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def remove_stale_partials(final: str | Path) -> list[Path]:
+    """Delete what interrupted :func:`atomic_directory` blocks for ``final`` left behind.
+
+    A process killed inside the block (SIGKILL, power loss) leaves its temporary sibling, and
+    one killed while replacing ``final`` leaves the old copy. Call this only while holding
+    :func:`exclusive_writer` for ``final``: no other writer of ``final`` is alive then, so every
+    such sibling is garbage.
+
+    Returns:
+        The directories removed.
+    """
+    final = Path(final)
+    # Exactly the names atomic_directory makes: another OUT's (``ds.v2`` beside ``ds``) differ.
+    pattern = re.compile(
+        rf"{re.escape(f'.{final.name}.')}[0-9a-f]{{8}}({re.escape(_PARTIAL)}|{re.escape(_OLD)})"
+    )
+    if not final.parent.is_dir():
+        return []
+    stale = [
+        path for path in final.parent.iterdir() if pattern.fullmatch(path.name) and path.is_dir()
+    ]
+    for path in stale:
+        logger.info("removing %s, left by an interrupted write of %s", path, final)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale

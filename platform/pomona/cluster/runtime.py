@@ -2,6 +2,10 @@
 
 The embedded default keeps every Ray process on loopback (127.0.0.1), sends no usage statistics
 and binds the dashboard to 127.0.0.1; Ray's token authentication stays on.
+
+Quiet by default: Ray's own log lines (start-up, Ray Data's execution summaries and warnings)
+go to Ray's session log directory only, so a successful command prints only pomona's output;
+``log_to_driver`` (the CLI's ``-v``) shows them all on the terminal as well.
 """
 
 from __future__ import annotations
@@ -12,8 +16,14 @@ import os
 logger = logging.getLogger(__name__)
 
 #: Environment for an embedded local Ray. Ray reads these when it is imported, so
-#: :func:`use_local_ray_defaults` must run before the first ``import ray``.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+#: :func:`use_local_ray_defaults` must run before the first ``import ray``. Token
+#: authentication is Ray's default for a local cluster; naming it keeps it on and spares every
+#: command the WARNING that Ray prints when it has to choose.
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",
+}
 
 
 def cluster_address(address: str | None = None) -> str | None:
@@ -52,9 +62,9 @@ def ensure_ray(
     if ray.is_initialized():
         return
     address = cluster_address(address)
-    # Quiet mode keeps Ray's own INFO chatter (start-up banners, Ray Data execution plans) off the
-    # terminal; everything still lands in Ray's session log directory.
-    level = logging.INFO if log_to_driver else logging.WARNING
+    # Quiet mode keeps Ray's own chatter (start-up banners, Ray Data execution summaries and
+    # warnings) off the terminal; everything still lands in Ray's session log directory.
+    level = logging.INFO if log_to_driver else logging.ERROR
     if address:
         logger.info("connecting to Ray at %s", address)
         ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
@@ -67,6 +77,17 @@ def ensure_ray(
             logging_level=level,
         )
     logging.getLogger("ray").setLevel(level)
+    _set_ray_data_console_level(level)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = log_to_driver
+
+
+def _set_ray_data_console_level(level: int) -> None:
+    """Ray Data logs through its own handlers (its logger does not propagate): a file in the
+    session log directory that keeps everything, and a console handler that this sets."""
+    import ray.data  # noqa: F401  (configures Ray Data's loggers)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(level)

@@ -4,7 +4,9 @@ Decoding runs in a process pool, one chunk of files per task. Each task writes t
 to a staging ``.npy`` file and returns only small per-file records, so memory stays bounded by the
 chunk and shard sizes however large the folder is. The split is decided once every file has been
 validated; shards are then assembled from memory-mapped staging files. Everything is written into
-a temporary sibling of OUT that is renamed into place at the end.
+a temporary sibling of OUT that is renamed into place at the end. One ingest writes an OUT at a
+time (a lock that dies with its process); it first removes what killed ingests of the same OUT
+left behind, and the decoding workers exit when their parent dies, however it dies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,16 +28,23 @@ from pydantic import Field, PositiveInt
 
 from pomona.config import StrictModel
 from pomona.data import images
-from pomona.data.discover import LabelFrom, SourceFile, discover
+from pomona.data.discover import Discovery, LabelFrom, SourceFile, discover
 from pomona.data.manifest import SPLITS, Manifest, Preprocessing, SplitFractions, SplitInfo
 from pomona.data.shards import REJECTED_FILE, write_manifest, write_shard
 from pomona.data.split import assign_splits
 from pomona.errors import DatasetError
-from pomona.storage import atomic_directory, sha256_bytes
+from pomona.storage import (
+    LockedError,
+    atomic_directory,
+    exclusive_writer,
+    remove_stale_partials,
+    sha256_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
 _CHUNK_FILES = 64
+_PARENT_POLL_S = 0.5
 _STAGING = ".staging"
 
 #: Called after each chunk with (files done, files rejected so far, files total).
@@ -83,7 +94,7 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
 
     Raises:
         DatasetError: bad source or output location, fewer than two classes, a class too small
-            to split, or OUT exists without ``overwrite``.
+            to split, OUT exists without ``overwrite``, or another ingest is writing OUT.
     """
     src, out = config.src.resolve(), config.out.resolve()
     if out == src or out.is_relative_to(src):
@@ -91,15 +102,32 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
     if out.exists() and not config.overwrite:
         raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
     discovery = discover(src, config.label_from)
-    layout, files = discovery.layout, discovery.files
     logger.info(
         "found %d files under %s (labels from %s), %d ignored as OS or tool litter",
         discovery.found,
         src,
-        layout,
+        discovery.layout,
         discovery.ignored,
     )
 
+    try:
+        with exclusive_writer(out):
+            remove_stale_partials(out)
+            return _ingest_into(out, src, discovery, config, progress)
+    except LockedError:
+        raise DatasetError(
+            f"another pomona ingest is writing {out} now; wait for it or choose another OUT"
+        ) from None
+
+
+def _ingest_into(
+    out: Path,
+    src: Path,
+    discovery: Discovery,
+    config: IngestConfig,
+    progress: ProgressCallback | None,
+) -> Manifest:
+    layout, files = discovery.layout, discovery.files
     with atomic_directory(out, overwrite=config.overwrite) as tmp:
         staging = tmp / _STAGING
         staging.mkdir()
@@ -187,7 +215,12 @@ def _decode_all(
             collect(chunk, _decode_chunk(*job))
     else:
         # spawn, not fork: the caller may hold Ray or torch threads that fork would copy badly.
-        with ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            config.workers,
+            mp_context=get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {
                 pool.submit(_decode_chunk, *job): chunk
                 for chunk, job in zip(chunks, jobs, strict=True)
@@ -195,6 +228,22 @@ def _decode_all(
             for future in as_completed(futures):
                 collect(futures[future], future.result())
     return [r for r in results if r is not None]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker as soon as the ingest process is gone.
+
+    A killed parent (SIGKILL) cannot stop its pool. Its workers would wait forever on a queue
+    whose write end they hold themselves, keeping the pool's named semaphores (``/dev/shm``)
+    alive; once they exit, multiprocessing's resource tracker unlinks those.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _decode_chunk(

@@ -259,6 +259,11 @@ def _predict(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
         num_gpus=1 if use_gpu else None,
+        # Ray Data puts every actor's constructor arguments in the object store, where restarts
+        # are unreliable (ray-project/ray#53727, #57733) and Ray logs an error for each actor
+        # it starts with restarts on. An evaluation is cheap to run again: a crashed actor
+        # fails it with the actor's error instead.
+        max_restarts=0,
     )
     total = manifest.splits[split].rows
     labels, paths, probs = [], [], []

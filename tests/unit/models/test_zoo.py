@@ -30,7 +30,30 @@ def test_every_architecture_builds_and_classifies(architecture: str, channels: i
     assert isinstance(head, nn.Linear) and head.out_features == 5
     stem = model.get_submodule(get_spec(architecture).stem)
     assert isinstance(stem, nn.Conv2d) and stem.in_channels == channels
-    assert isinstance(target_layer(model, architecture), nn.Module)
+    assert_last_convolutional_stage(model, target_layer(model, architecture), channels)
+
+
+def assert_last_convolutional_stage(model: nn.Module, layer: nn.Module, channels: int) -> None:
+    """``layer`` outputs a spatial feature map and no convolution runs after it (Grad-CAM's
+    heat map is only as fine and as close to the decision as that layer)."""
+    events: list[tuple[str, torch.Tensor]] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out: events.append(("conv", out)))
+        for module in model.modules()
+        if isinstance(module, nn.Conv2d)
+    ]
+    hooks.append(layer.register_forward_hook(lambda _m, _i, out: events.append(("target", out))))
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, channels, 32, 32))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("target") == 1
+    assert kinds[-1] == "target", "a convolution runs after the Grad-CAM layer"
+    output = events[-1][1]
+    assert output.dim() == 4 and output.shape[0] == 1
 
 
 def test_one_channel_stem_keeps_the_other_hyper_parameters() -> None:
