@@ -1,4 +1,5 @@
-"""Import boundaries: the core imports no Ray, and evaluation imports no pyplot (no GUI state)."""
+"""Import boundaries: the core imports no Ray, evaluation no pyplot (no GUI state), serving no
+training or Tune."""
 
 from __future__ import annotations
 
@@ -20,11 +21,25 @@ CORE = [
     "pomona.train.loop",
     "pomona.evaluate",
     "pomona.evaluate.explain",
+    "pomona.inference",
+    "pomona.serving.config",
+    "pomona.serving.plan",
+    "pomona.serving.oip",
     "pomona.evaluate.report",
     "pomona.registry",
     "pomona.cli.registry",
     "pomona.cli.evaluate",
 ]
+
+
+SERVING_NEVER = (
+    "pomona.train",
+    "pomona.train.trainer",
+    "pomona.train.loop",
+    "pomona.tune",
+    "ray.train",
+    "ray.tune",
+)
 
 
 def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -42,7 +57,12 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     ("modules", "forbidden"),
-    [(CORE, ("ray",)), (["pomona.evaluate"], ("matplotlib.pyplot",))],
+    [
+        (CORE, ("ray",)),
+        (["pomona.evaluate"], ("matplotlib.pyplot",)),
+        # Serving loads models and answers requests; it never needs the trainer or Tune.
+        (["pomona.serving.app", "pomona.serving.control", "pomona.cli.serve"], SERVING_NEVER),
+    ],
 )
 def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:
     assert imported_after(modules, forbidden) == []

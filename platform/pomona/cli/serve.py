@@ -150,6 +150,7 @@ def start_command(
                 f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
                 "Ctrl-C stops serving.",
                 markup=False,
+                soft_wrap=True,
             )
             while True:
                 time.sleep(1)
@@ -270,7 +271,7 @@ def build_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     header = "# Written by `pomona serve build`; deploy with `serve deploy` or a RayService.\n"
     atomic_write_text(out, header + yaml.safe_dump(config, sort_keys=False))
-    console.print(f"wrote {out}", markup=False)
+    console.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
 @serve_app.command("promote")
@@ -290,6 +291,7 @@ def promote_command(
         f"{name}: production {previous or '-'} -> {version}; "
         f"split {_split(routing.models[name].split)}",
         markup=False,
+        soft_wrap=True,
     )
 
 
