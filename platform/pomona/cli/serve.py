@@ -313,7 +313,7 @@ def traffic_command(
     routing = control.state().routing
     route = parse_split(weights, routing.route(name), name)
     control.apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}))
-    console.print(f"{name}: split {_split(route.split)}", markup=False)
+    console.print(f"{name}: split {_split(route.split)}", markup=False, soft_wrap=True)
 
 
 @serve_app.command("status")
@@ -342,7 +342,9 @@ def _print_state(state: AppState) -> None:
     replicas = ", ".join(
         f"{d.name} {d.replicas}/{d.target_replicas} {d.status.lower()}" for d in state.deployments
     )
-    console.print(f"application {state.status.lower()}; replicas: {replicas}", markup=False)
+    console.print(
+        f"application {state.status.lower()}; replicas: {replicas}", markup=False, soft_wrap=True
+    )
 
 
 def register(app: typer.Typer) -> None:
