@@ -23,7 +23,7 @@ def test_demo_end_to_end(pomona, ray_session: None, tmp_path: Path) -> None:
         assert step in result.out
     assert "digits@production -> 1" in result.out
     assert result.out.count('{"model":"digits","version":1,"predictions":[{"label":') == 2
-    (requests,) = [line for line in result.out.splitlines() if "pomona_requests_total{" in line]
+    (requests,) = [line for line in result.out.splitlines() if "ray_pomona_requests_total{" in line]
     assert 'code="200"' in requests and requests.endswith(" 2.0")
     report = json.loads((workdir / "report" / "report.json").read_text())
     assert report["count"] == 269

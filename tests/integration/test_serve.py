@@ -245,21 +245,22 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
         assert codes == [200] * 16
 
         def batched() -> bool:
-            samples = _metric_samples(server, "pomona_batch_size")
+            samples = _metric_samples(server, "ray_pomona_batch_size")
             by_bound = {
                 float(s.labels["le"]): s.value
                 for s in samples
-                if s.name == "pomona_batch_size_bucket" and s.labels["version"] == "1"
+                if s.name == "ray_pomona_batch_size_bucket" and s.labels["version"] == "1"
             }
             return bool(by_bound) and by_bound[float("inf")] > by_bound[1.0]
 
         _wait_for(batched, "a batch larger than 1 in pomona_batch_size")
-        names = {s.name for s in _metric_samples(server, "pomona_")}
+        # Ray's exporter puts its namespace in front of every application metric.
+        names = {s.name for s in _metric_samples(server, "ray_pomona_")}
         assert {
-            "pomona_requests_total",
-            "pomona_request_latency_seconds_bucket",
-            "pomona_model_latency_seconds_bucket",
-            "pomona_queue_depth",
+            "ray_pomona_requests_total",
+            "ray_pomona_request_latency_seconds_bucket",
+            "ray_pomona_model_latency_seconds_bucket",
+            "ray_pomona_queue_depth",
         } <= names
     finally:
         control.apply_batch("digits", BatchSettings())

@@ -1,5 +1,5 @@
-"""Import boundaries: the core imports no Ray, evaluation imports no pyplot (no GUI state), and
-models import no registry (imports point down)."""
+"""Import boundaries: the core imports no Ray, evaluation no pyplot (no GUI state), models no
+registry, serving no training or Tune (imports point down)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ CORE = [
     "pomona.train.preflight",
     "pomona.evaluate",
     "pomona.evaluate.explain",
+    "pomona.inference",
+    "pomona.serving.config",
+    "pomona.serving.plan",
+    "pomona.serving.oip",
     "pomona.evaluate.report",
     "pomona.plots",
     "pomona.registry",
@@ -38,6 +42,16 @@ def submodules(package: str) -> list[str]:
     assert spec is not None and spec.submodule_search_locations is not None
     found = pkgutil.iter_modules(spec.submodule_search_locations, prefix=f"{package}.")
     return [package, *sorted(module.name for module in found)]
+
+
+SERVING_NEVER = (
+    "pomona.train",
+    "pomona.train.trainer",
+    "pomona.train.loop",
+    "pomona.tune",
+    "ray.train",
+    "ray.tune",
+)
 
 
 def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
@@ -60,6 +74,8 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
         (["pomona.evaluate", "pomona.plots"], ("matplotlib.pyplot",)),
         # models stand below the registry: loading a model directory needs no registry.
         (submodules("pomona.models"), ("pomona.registry",)),
+        # Serving loads models and answers requests; it never needs the trainer or Tune.
+        (["pomona.serving.app", "pomona.serving.control", "pomona.cli.serve"], SERVING_NEVER),
     ],
 )
 def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:

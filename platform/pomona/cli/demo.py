@@ -132,8 +132,8 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
                 markup=False,
             )
             console.print(_post(f"{urls.api}/v1/models/digits/predict?top_k=2", sample))
-        console.print(f"$ curl -s {urls.metrics} | grep pomona_requests_total", style="dim")
-        for line in _metric_lines(urls.metrics, "pomona_requests_total"):
+        console.print(f"$ curl -s {urls.metrics} | grep ^ray_pomona_requests", style="dim")
+        for line in _metric_lines(urls.metrics, "ray_pomona_requests_total"):
             console.print(line, soft_wrap=True, markup=False)
 
 

@@ -149,6 +149,7 @@ def start_command(
                 f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
                 "Ctrl-C stops serving.",
                 markup=False,
+                soft_wrap=True,
             )
             while True:
                 time.sleep(1)
@@ -269,7 +270,7 @@ def build_command(
     out.parent.mkdir(parents=True, exist_ok=True)
     header = "# Written by `pomona serve build`; deploy with `serve deploy` or a RayService.\n"
     atomic_write_text(out, header + yaml.safe_dump(config, sort_keys=False))
-    console.print(f"wrote {out}", markup=False)
+    console.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
 @serve_app.command("promote")
@@ -289,6 +290,7 @@ def promote_command(
         f"{name}: production {previous or '-'} -> {version}; "
         f"split {_split(routing.models[name].split)}",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -310,7 +312,7 @@ def traffic_command(
     routing = control.state().routing
     route = parse_split(weights, routing.route(name), name)
     control.apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}))
-    console.print(f"{name}: split {_split(route.split)}", markup=False)
+    console.print(f"{name}: split {_split(route.split)}", markup=False, soft_wrap=True)
 
 
 @serve_app.command("status")
@@ -339,7 +341,9 @@ def _print_state(state: AppState) -> None:
     replicas = ", ".join(
         f"{d.name} {d.replicas}/{d.target_replicas} {d.status.lower()}" for d in state.deployments
     )
-    console.print(f"application {state.status.lower()}; replicas: {replicas}", markup=False)
+    console.print(
+        f"application {state.status.lower()}; replicas: {replicas}", markup=False, soft_wrap=True
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
 """Every ``pomona_*`` metric, declared once, exported through ``ray.serve.metrics``.
 
 They land on Ray's Prometheus endpoint (the one KubeRay's PodMonitor scrapes) beside Serve's
-own ``ray_serve_*`` metrics; Serve adds the deployment, replica and application tags. pomona's
-labels stay bounded: model name, version and HTTP status code.
+own ``ray_serve_*`` metrics; Ray's exporter prefixes its namespace, so ``pomona_batch_size``
+is scraped as ``ray_pomona_batch_size``. Serve adds the deployment, replica and application tags;
+pomona's labels stay bounded: model name, version and HTTP status code.
 """
 
 from __future__ import annotations

@@ -1,0 +1,263 @@
+"""HTTP serving throughput and latency of pomona against the raw model and a plain FastAPI server.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--clients 16]
+
+For each model (the digits ``simple_cnn`` at 32x32x1, overhead-bound, and ``resnet18`` at
+224x224x3, forward-bound; random weights, nothing downloaded), side by side in one run with the
+same PNG bytes and the same number of concurrent clients:
+
+a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4 or 16),
+   2 torch threads: the ceiling.
+b. pomona: ``pomona serve`` (the same Serve config, 2 model replicas x 1 torch thread,
+   ``num_cpus=0``), batched (max 16, 5 ms) and then unbatched (max 1, the same replicas
+   reconfigured through ``user_config``).
+c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch threads) that
+   decodes with the same :func:`pomona.inference.decode` and answers the same JSON.
+
+The load generator is one asyncio process (aiohttp) with ``--clients`` connections on
+127.0.0.1; its own CPU use is reported so that a starved server is visible. Each setup gets a
+warm-up, then ``--seconds`` of measured load; req/s, p50 and p99 are printed as a table. Ray
+(2 CPUs, 127.0.0.1) is started here and shut down at the end; everything is written to a
+temporary directory that is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from PIL import Image
+
+from pomona.data.manifest import Preprocessing
+from pomona.inference import decode, probabilities
+from pomona.models import build_model, load_model, save_model
+
+MODELS = {
+    "digits": ("simple_cnn", Preprocessing(height=32, width=32, channels=1)),
+    "resnet": ("resnet18", Preprocessing(height=224, width=224, channels=3)),
+}
+
+_FASTAPI_SERVER = textwrap.dedent(
+    """
+    import sys, torch, uvicorn
+    from fastapi import FastAPI, Request
+    from pomona.inference import decode, predict_pixels
+    from pomona.models import load_model
+
+    torch.set_num_threads(2)
+    model, card = load_model(sys.argv[1], "cpu")
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        pixels = decode(await request.body(), card.preprocessing)[None]
+        (p,) = predict_pixels(model, card, pixels, 5)
+        return {"predictions": [{"label": l, "score": s} for l, s in zip(p.labels, p.scores)]}
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _png(spec: Preprocessing) -> bytes:
+    rng = np.random.default_rng(0)
+    shape = (spec.height, spec.width) if spec.channels == 1 else spec.image_shape
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+    import aiohttp
+
+    latencies: list[float] = []
+    failures = 0
+    headers = {"Content-Type": "image/png"}
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(deadline: float, record: bool) -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+                if record:
+                    if ok:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        failures += 1
+
+        warm = time.perf_counter() + 2.0
+        await asyncio.gather(*(client(warm, False) for _ in range(clients)))
+        cpu, wall = time.process_time(), time.perf_counter()
+        deadline = wall + seconds
+        await asyncio.gather(*(client(deadline, True) for _ in range(clients)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "req/s": len(latencies) / wall,
+        "p50 ms": 1000 * statistics.median(ordered),
+        "p99 ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "failed": failures,
+        "client cpu": cpu / wall,
+    }
+
+
+def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    model, card = load_model(model_dir, "cpu")
+    pixels = decode(body, card.preprocessing)
+    best = {}
+    for batch in (1, 4, 16):
+        stack = np.repeat(pixels[None], batch, axis=0)
+        probabilities(model, card.preprocessing, stack)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            probabilities(model, card.preprocessing, stack)
+            done += batch
+        best[batch] = done / (time.perf_counter() - start)
+    torch.set_num_threads(threads)
+    top = max(best, key=best.get)
+    return {"req/s": best[top], "best batch": top}
+
+
+def _fastapi(model_dir: Path, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _FASTAPI_SERVER, str(model_dir), str(port)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        _wait_port(port)
+        return asyncio.run(_load(f"http://127.0.0.1:{port}/predict", body, clients, seconds))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_port(port: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _pomona(
+    registry: Path, name: str, body: bytes, clients: int, seconds: float
+) -> dict[str, dict[str, float]]:
+    from ray import serve
+
+    from pomona.serving import control
+    from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
+    from pomona.serving.plan import plan_routing, serve_config
+
+    port = _free_port()
+    args = AppArgs(registry=str(registry), references=[name])
+    options = ServeOptions(port=port, min_replicas=2, max_replicas=2, max_queued_requests=256)
+    control.deploy(serve_config(args, plan_routing(args), options))
+    url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
+    try:
+        results = {"pomona batched": asyncio.run(_load(url, body, clients, seconds))}
+        control.apply_batch(name, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0.0))
+        results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
+    finally:
+        serve.delete("pomona")
+    return results
+
+
+def main() -> None:
+    """Run every setup for every model and print one table per model."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    options = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from pomona.cluster.runtime import ensure_ray
+    from pomona.registry import Registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Registry(Path(tmp) / "registry")
+        for name in options.models:
+            architecture, spec = MODELS[name]
+            model_dir = Path(tmp) / name
+            save_model(
+                model_dir,
+                build_model(architecture, 10, spec.channels).eval(),
+                architecture=architecture,
+                classes=[str(i) for i in range(10)],
+                preprocessing=spec,
+            )
+            registry.register(model_dir, name)
+        ensure_ray(num_cpus=2)
+        try:
+            for name in options.models:
+                body = _png(MODELS[name][1])
+                model_dir = Path(tmp) / name
+                rows = {"raw (in-process)": _raw(model_dir, body, options.seconds)}
+                rows.update(_pomona(registry.uri, name, body, options.clients, options.seconds))
+                rows["fastapi (uvicorn)"] = _fastapi(
+                    model_dir, body, options.clients, options.seconds
+                )
+                _print(name, rows, options)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _print(name: str, rows: dict[str, dict[str, float]], options: argparse.Namespace) -> None:
+    load = os.getloadavg()[0]
+    print(f"\n{name} ({options.clients} clients, {options.seconds:g} s, load {load:.1f})")
+    print("| setup | req/s | p50 ms | p99 ms | failed | client cpu |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for setup, row in rows.items():
+        cells = [
+            f"{row['req/s']:.1f}",
+            *(f"{row[key]:.1f}" if key in row else "-" for key in ("p50 ms", "p99 ms")),
+            str(row.get("failed", "-")),
+            f"{row['client cpu']:.0%}" if "client cpu" in row else f"batch {row['best batch']}",
+        ]
+        print(f"| {setup} | {' | '.join(cells)} |")
+    served = rows["pomona batched"]["req/s"]
+    print(
+        f"pomona/raw {served / rows['raw (in-process)']['req/s']:.2f}, "
+        f"batched/unbatched {served / rows['pomona unbatched']['req/s']:.2f}, "
+        f"pomona/fastapi {served / rows['fastapi (uvicorn)']['req/s']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""``pomona serve``: the Serve config it builds, and a real server stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from pomona.registry import Registry
+from pomona.serving.config import AppArgs, Routing
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def registry(digits_model: Path, tmp_path: Path) -> Path:
+    """``digits`` version 1 marked production."""
+    root = tmp_path / "registry"
+    Registry(root).register(digits_model, "digits")
+    Registry(root).set_alias("digits", 1, "production")
+    return root
+
+
+def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "serve" / "pomona.yaml"
+    result = pomona(
+        "--registry", registry, "serve", "build", "digits", "--out", out, "--max-batch-size", "8"
+    )
+    assert result.code == 0, result.err
+    assert result.out == f"wrote {out}\n"
+    config = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
+    (app,) = config.applications
+    assert app.import_path == "pomona.serving.app:build_app"
+    assert AppArgs.model_validate(app.args).references == ["digits"]
+    api, model = app.deployments
+    routing = Routing.model_validate(api.user_config)
+    assert routing.models["digits"].targets == {"production": 1, "latest": 1}
+    assert model.user_config == {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+    assert config.http_options.host == "127.0.0.1"
+
+
+def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -> None:
+    missing = pomona("--registry", registry, "serve", "build", "digits@canary")
+    assert missing.code == 2 and "digits has no alias 'canary'" in missing.err
+    twice = pomona("--registry", registry, "serve", "build", "digits", "digits:1")
+    assert twice.code == 2 and "served once" in twice.err
+
+
+def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(gcs_address in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+@pytest.mark.ray
+def test_serve_answers_and_ctrl_c_leaves_no_process(registry: Path, digits_folder: Path) -> None:
+    port = 18000 + os.getpid() % 1000
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pomona.cli import main; main()",
+            "--registry",
+            str(registry),
+            "serve",
+            "digits",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(port + 1),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            line = server.stdout.readline()
+            lines.append(line)
+            if line.startswith("Ctrl-C stops serving."):
+                break
+        output = "".join(lines)
+        assert f"API:     http://127.0.0.1:{port}/v1/models" in output, output
+        assert f"Metrics: http://127.0.0.1:{port + 1}/metrics" in output
+        (gcs_address,) = re.findall(r"pomona --address (\S+) serve", output)
+        image = next(digits_folder.rglob("*.png")).read_bytes()
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/v1/models/digits/predict",
+            data=image,
+            headers={"Content-Type": "image/png"},
+            timeout=60,
+        )
+        assert answer.status_code == 200 and answer.json()["version"] == 1
+        assert _cluster_processes(gcs_address)
+        server.send_signal(signal.SIGINT)
+        rest, errors = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, errors
+    assert rest.strip().endswith("stopped")
+    deadline = time.monotonic() + 30
+    while _cluster_processes(gcs_address) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _cluster_processes(gcs_address) == []
