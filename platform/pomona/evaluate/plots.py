@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from pomona.evaluate.metrics import EvaluationMetrics, calibration_bins
 from pomona.plots import new_figure, save_figure
@@ -180,6 +181,7 @@ def plot_metric_by_epoch(
     for label, values in curves.items():
         if values:
             axes.plot(range(1, len(values) + 1), values, "-o", markersize=3, label=_label(label))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)

@@ -112,22 +112,12 @@ class LogUniform(_Range):
         return tune.loguniform(self.low, self.high)
 
 
-class RandInt(StrictModel):
+class RandInt(_Range):
     """An integer sampled uniformly from ``[low, high]``, both ends included."""
 
     kind: Literal["randint"] = "randint"
     low: int
     high: int
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RandInt:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
-
-    def examples(self) -> list[Scalar]:
-        """Both ends of the range (checked against the training config up front)."""
-        return [self.low, self.high]
 
     def to_tune(self) -> Any:
         """The matching ``ray.tune`` search-space object (Tune's upper bound is exclusive)."""

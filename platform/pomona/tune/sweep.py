@@ -121,8 +121,10 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True)
     else:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(config.model_dump(mode="json", exclude={"train": {"out"}}))
-        atomic_write_text(sweep_dir / SWEEP_FILE, text)
+        # Absolute paths, so that --resume works from any working directory.
+        saved = config.model_dump(mode="json", exclude={"train": {"out"}})
+        saved["out"], saved["train"]["data"] = str(sweep_dir), base.data
+        atomic_write_text(sweep_dir / SWEEP_FILE, yaml.safe_dump(saved, sort_keys=False))
         tuner = tune.Tuner(
             trainable,
             param_space={key: dist.to_tune() for key, dist in config.space.items()},
