@@ -189,12 +189,17 @@ def training_args(settings: K8sSettings, command: Literal["train", "sweep"]) -> 
 
 
 def ray_job(settings: K8sSettings, command: Literal["train", "sweep"]) -> dict[str, Any]:
-    """A RayJob that runs ``jobs/<command>.py`` on a cluster of its own, deleted when done."""
+    """A RayJob that runs ``jobs/<command>.py`` on a cluster of its own, deleted when done.
+
+    It is created suspended, so applying the layout does not train before a dataset exists;
+    ``kubectl patch rayjob NAME --type merge -p '{"spec":{"suspend":false}}'`` starts it.
+    """
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": _metadata(f"{settings.name}-{command}"),
         "spec": {
+            "suspend": True,
             "entrypoint": job_entrypoint(command, training_args(settings, command)),
             # The image holds the project at PROJECT_DIR; the submitter ships it as the job's
             # working directory so `python jobs/...` resolves as it does from a checkout.
