@@ -75,7 +75,7 @@ def imported_after(modules: list[str], watched: tuple[str, ...]) -> list[str]:
         # models stand below the registry: loading a model directory needs no registry.
         (submodules("pomona.models"), ("pomona.registry",)),
         # Serving loads models and answers requests; it never needs the trainer or Tune.
-        (["pomona.serving.app", "pomona.serving.control", "pomona.cli.serve"], SERVING_NEVER),
+        (["pomona.serving.app", "pomona.serving.control"], SERVING_NEVER),
     ],
 )
 def test_import_boundaries(modules: list[str], forbidden: tuple[str, ...]) -> None:
