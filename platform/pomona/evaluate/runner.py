@@ -22,6 +22,7 @@ import csv
 import io
 import logging
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 import ray.data
+from ray.util.annotations import RayDeprecationWarning
 from torch import nn
 
 from pomona.data.loader import read_split
@@ -250,21 +252,24 @@ def _predict(
     notify: ProgressCallback,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, paths and probabilities of every row of ``split``, sorted by path."""
-    scored = read_split(
-        dataset_dir, split, manifest=manifest, columns=("image", "label", "path")
-    ).map_batches(
-        _Predictor,
-        fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "use_gpu": use_gpu},
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
-        num_gpus=1 if use_gpu else None,
+    with warnings.catch_warnings():
         # Ray Data puts every actor's constructor arguments in the object store, where restarts
         # are unreliable (ray-project/ray#53727, #57733) and Ray logs an error for each actor
-        # it starts with restarts on. An evaluation is cheap to run again: a crashed actor
-        # fails it with the actor's error instead.
-        max_restarts=0,
-    )
+        # it starts with restarts on. An evaluation is cheap to run again, so a crashed actor
+        # fails it with the actor's error instead. Ray 2.60 (pinned) takes ``max_restarts``
+        # only as a remote arg, which it deprecates without a named replacement yet.
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        scored = read_split(
+            dataset_dir, split, manifest=manifest, columns=("image", "label", "path")
+        ).map_batches(
+            _Predictor,
+            fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "use_gpu": use_gpu},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
+            num_gpus=1 if use_gpu else None,
+            max_restarts=0,
+        )
     total = manifest.splits[split].rows
     labels, paths, probs = [], [], []
     notify("predict", 0, total)
