@@ -254,14 +254,18 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
             return bool(by_bound) and by_bound[float("inf")] > by_bound[1.0]
 
         _wait_for(batched, "a batch larger than 1 in pomona_batch_size")
-        # Ray's exporter puts its namespace in front of every application metric.
-        names = {s.name for s in _metric_samples(server, "ray_pomona_")}
-        assert {
+        # Ray's exporter puts its namespace in front of every application metric; each replica
+        # reports on its own schedule.
+        wanted = {
             "ray_pomona_requests_total",
             "ray_pomona_request_latency_seconds_bucket",
             "ray_pomona_model_latency_seconds_bucket",
             "ray_pomona_queue_depth",
-        } <= names
+        }
+        _wait_for(
+            lambda: wanted <= {s.name for s in _metric_samples(server, "ray_pomona_")},
+            f"all of {sorted(wanted)}",
+        )
     finally:
         control.apply_batch("digits", BatchSettings())
 
