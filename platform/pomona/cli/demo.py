@@ -38,7 +38,7 @@ def demo_command(
             raise ConfigError(f"{workdir} holds files the demo did not write: {strangers}")
         for part in _PARTS:
             shutil.rmtree(workdir / part, ignore_errors=True)
-    images, dataset, run, report, registry, explain = (str(workdir / p) for p in _PARTS)
+    images, dataset, run, report, registry, explain, sweep = (str(workdir / p) for p in _PARTS)
     samples = [str(workdir / "images" / d / f"{n:04d}.png") for d, n in (("3", 3), ("7", 7))]
     steps = [
         ("Write the digits as PNG files", ["datasets", "digits", images, "--size", "32"]),
@@ -88,7 +88,7 @@ def demo_command(
             "Explain its predictions with Grad-CAM",
             ["explain", "digits@production", "--registry", registry, "--out", explain, *samples],
         ),
-        *_sweep_stage(dataset, str(workdir / "sweep"), registry, min(epochs, 3)),
+        *_sweep_stage(dataset, sweep, registry, min(epochs, 3)),
     ]
     for title, args in steps:
         if title:
