@@ -68,6 +68,7 @@ def sweep_command(
     one --space are enough. ASHA stops poor trials after each epoch. --resume SWEEP continues a
     sweep whose driver was killed, without re-running finished trials.
     """
+    from pomona.data.shards import read_manifest
     from pomona.tune.config import SweepConfig
     from pomona.tune.space import parse_space_flag
     from pomona.tune.sweep import check_sweep_dir, read_sweep_config
@@ -99,6 +100,7 @@ def sweep_command(
         }
         config = load_config(SweepConfig, config_file, overrides or (), flags)
         check_sweep_dir(config.out, resume=False)  # fail before starting Ray
+    read_manifest(config.train.data)  # a missing dataset fails here, not in every trial
     results = _run_and_show(config, resume=resume is not None)
     if register is not None:
         _register(config, results, register, registry)
