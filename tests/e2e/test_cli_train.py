@@ -9,6 +9,7 @@ import pytest
 import torch
 from support.corrupt import dataset_with_flipped_shard
 
+from pomona.cli.session import session
 from pomona.data.shards import read_manifest, write_manifest
 
 pytestmark = pytest.mark.e2e
