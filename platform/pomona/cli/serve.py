@@ -147,7 +147,8 @@ def start_command(
             console.print(
                 f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
                 f"Metrics: {urls.metrics}\n"
-                f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
+                f"Manage:  RAY_AUTH_MODE=token pomona --address {_ray_address()} serve "
+                "status|promote|traffic\n"
                 "Ctrl-C stops serving.",
                 markup=False,
                 soft_wrap=True,
@@ -225,7 +226,7 @@ def _join() -> None:
     if not ray.is_initialized() and cluster_address(session.address) is None:
         raise ConfigError(
             "which server? pass --address (or set RAY_ADDRESS) to the Ray address that "
-            "`pomona serve` printed"
+            "`pomona serve` printed, with RAY_AUTH_MODE=token so Ray sends its token"
         )
     session.connect()
 
