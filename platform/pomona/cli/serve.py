@@ -8,6 +8,7 @@ YAML file for ``serve deploy`` or a KubeRay RayService.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -190,6 +191,9 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     started = not ray.is_initialized()
     local = cluster_address(session.address) is None
     ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
+    if not session.verbose:
+        # Serve's logger does not propagate to "ray": quiet it like the rest of Ray.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         control.deploy(config)
         http = config["http_options"]
