@@ -97,7 +97,7 @@ def test_serve_answers_and_ctrl_c_leaves_no_process(registry: Path, digits_folde
         output = "".join(lines)
         assert f"API:     http://127.0.0.1:{port}/v1/models" in output, output
         assert f"Metrics: http://127.0.0.1:{port + 1}/metrics" in output
-        (gcs_address,) = re.findall(r"pomona --address (\S+) serve", output)
+        (gcs_address,) = re.findall(r"RAY_AUTH_MODE=token pomona --address (\S+) serve", output)
         image = next(digits_folder.rglob("*.png")).read_bytes()
         answer = requests.post(
             f"http://127.0.0.1:{port}/v1/models/digits/predict",

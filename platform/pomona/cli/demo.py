@@ -122,7 +122,9 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
         markup=False,
     )
     with serving(plan(["digits@production"], port=port)) as urls:
-        console.print(f"API {urls.api}/v1/models, docs {urls.api}/docs", markup=False)
+        console.print(
+            f"API {urls.api}/v1/models, docs {urls.api}/docs", markup=False, soft_wrap=True
+        )
         for sample in samples:
             console.print(
                 f"$ curl -s --data-binary @{sample} -H 'Content-Type: image/png' "
@@ -131,7 +133,11 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
                 soft_wrap=True,
                 markup=False,
             )
-            console.print(_post(f"{urls.api}/v1/models/digits/predict?top_k=2", sample))
+            console.print(
+                _post(f"{urls.api}/v1/models/digits/predict?top_k=2", sample),
+                soft_wrap=True,
+                markup=False,
+            )
         console.print(f"$ curl -s {urls.metrics} | grep ^ray_pomona_requests", style="dim")
         for line in _metric_lines(urls.metrics, "ray_pomona_requests_total"):
             console.print(line, soft_wrap=True, markup=False)

@@ -8,6 +8,7 @@ YAML file for ``serve deploy`` or a KubeRay RayService.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -146,7 +147,8 @@ def start_command(
             console.print(
                 f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
                 f"Metrics: {urls.metrics}\n"
-                f"Manage:  pomona --address {_ray_address()} serve status|promote|traffic\n"
+                f"Manage:  RAY_AUTH_MODE=token pomona --address {_ray_address()} serve "
+                "status|promote|traffic\n"
                 "Ctrl-C stops serving.",
                 markup=False,
                 soft_wrap=True,
@@ -188,6 +190,9 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     started = not ray.is_initialized()
     local = cluster_address(session.address) is None
     ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
+    if not session.verbose:
+        # Serve's logger does not propagate to "ray": quiet it like the rest of Ray.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         control.deploy(config)
         http = config["http_options"]
@@ -224,7 +229,7 @@ def _join() -> None:
     if not ray.is_initialized() and cluster_address(session.address) is None:
         raise ConfigError(
             "which server? pass --address (or set RAY_ADDRESS) to the Ray address that "
-            "`pomona serve` printed"
+            "`pomona serve` printed, with RAY_AUTH_MODE=token so Ray sends its token"
         )
     session.connect()
 

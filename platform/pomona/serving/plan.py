@@ -90,7 +90,7 @@ def serve_config(
         # requests at once, and its own queue is what the proxy answers 503 for.
         "max_ongoing_requests": options.max_ongoing_requests * options.max_replicas,
         "max_queued_requests": options.max_queued_requests,
-        "backpressure_config": backpressure,
+        "backpressure_config": dict(backpressure),
         "user_config": routing.model_dump(mode="json"),
         "ray_actor_options": {"num_cpus": 0},
     }
@@ -105,7 +105,7 @@ def serve_config(
             },
             "max_ongoing_requests": options.max_ongoing_requests,
             "max_queued_requests": options.max_queued_requests,
-            "backpressure_config": backpressure,
+            "backpressure_config": dict(backpressure),
             "user_config": (batches or {}).get(name, options.batch).model_dump(mode="json"),
             "ray_actor_options": {"num_cpus": options.replica_cpus},
         }
