@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pomona-sweep-bench-"))
@@ -55,7 +56,10 @@ def main() -> None:
     ensure_ray()
 
     rows = []
-    for name, scheduler in (("(a) FIFO", {"name": "fifo"}), ("(b) ASHA", {"name": "asha"})):
+    for name, scheduler in (
+        ("(a) FIFO", {"name": "fifo"}),
+        ("(b) ASHA", {"name": "asha", "grace_period": args.grace_period}),
+    ):
         out = work / name.split()[1].lower()
         shutil.rmtree(out, ignore_errors=True)
         config = validate(
