@@ -24,6 +24,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+import ray
+
 from pomona.cluster.runtime import ensure_ray
 from pomona.config import validate
 from pomona.data.demo import write_digits
@@ -48,12 +50,22 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pomona-sweep-bench-"))
+    try:
+        run(args, work)
+    finally:
+        ray.shutdown()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """Ingest the digits into ``work`` (once), run both sweeps and one training run, print."""
     dataset = work / "dataset"
     if not dataset.exists():
         write_digits(work / "images", layout="folders", size=32)
         spec = Preprocessing(height=32, width=32, channels=1)
         ingest(IngestConfig(src=work / "images", out=dataset, preprocessing=spec, workers=2))
-    ensure_ray()
+    ensure_ray("local")  # a Ray of its own, never a cluster already running here
 
     rows = []
     for name, scheduler in (
