@@ -24,6 +24,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+import ray
+
 from pomona.cluster.runtime import ensure_ray
 from pomona.config import validate
 from pomona.data.demo import write_digits
@@ -44,18 +46,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pomona-sweep-bench-"))
+    try:
+        run(args, work)
+    finally:
+        ray.shutdown()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """Ingest the digits into ``work`` (once), run both sweeps and one training run, print."""
     dataset = work / "dataset"
     if not dataset.exists():
         write_digits(work / "images", layout="folders", size=32)
         spec = Preprocessing(height=32, width=32, channels=1)
         ingest(IngestConfig(src=work / "images", out=dataset, preprocessing=spec, workers=2))
-    ensure_ray()
+    ensure_ray("local")  # a Ray of its own, never a cluster already running here
 
     rows = []
-    for name, scheduler in (("(a) FIFO", {"name": "fifo"}), ("(b) ASHA", {"name": "asha"})):
+    for name, scheduler in (
+        ("(a) FIFO", {"name": "fifo"}),
+        ("(b) ASHA", {"name": "asha", "grace_period": args.grace_period}),
+    ):
         out = work / name.split()[1].lower()
         shutil.rmtree(out, ignore_errors=True)
         config = validate(

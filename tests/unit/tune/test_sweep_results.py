@@ -95,3 +95,15 @@ def test_report_is_one_escaped_self_contained_page(
     assert "loss is nan &lt;b&gt;" in page  # errors shown, escaped
     for heading in ("Summary", "Best trial", "Figures", "Trials"):
         assert f"<h2>{heading}</h2>" in page
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers", "trials", "expected"),
+    [(2, 1, 6, 1), (2, 2, 6, 1), (16, 2, 6, 6), (16, 2, 100, 7), (16, 4, 100, 3), (1, 1, 3, 1)],
+)
+def test_concurrent_trials_leave_a_cpu_for_ray_data(
+    cpus: float, workers: int, trials: int, expected: int
+) -> None:
+    from pomona.tune.sweep import auto_concurrent_trials
+
+    assert auto_concurrent_trials(cpus, workers, trials) == expected
