@@ -120,7 +120,7 @@ def _submit_and_follow(
         return
     status = _follow_or_ask(client, job_id)
     if status is None:
-        raise typer.Exit(130)
+        sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
     if status.value != "SUCCEEDED":
         raise ClusterError(failure_message(client, job_id))
     console.print(f"job {job_id} succeeded")
@@ -228,7 +228,7 @@ def job_logs(
     client = _client(address)
     if follow:
         if _follow_or_ask(client, job_id) is None:
-            raise typer.Exit(130)
+            sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
         return
     with cluster_errors(client.get_address()):
         _write(client.get_job_logs(job_id))
