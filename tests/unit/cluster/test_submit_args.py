@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pomona.cli.submit import local_command, job_args
+from pomona.cli.submit import job_args, local_command
 from pomona.cluster.submit import job_runtime_env, project_root
 from pomona.errors import ClusterError, ConfigError
 
