@@ -49,6 +49,7 @@ def test_render_rejects_object_store_storage(pomona, tmp_path: Path) -> None:
     result = pomona("k8s", "render", "--out", tmp_path / "k8s", "--serve-config", SERVE_CONFIG,
                     "--storage", "s3://bucket/pomona")  # fmt: skip
     assert result.code == 2
+    assert result.err.startswith("error: invalid configuration:")
     assert "storage: Value error, storage 's3://bucket/pomona' must be an absolute path" in (
         result.err
     )

@@ -42,11 +42,11 @@ def local_cluster(head_cpus: int, node_cpus: tuple[int, ...] = ()) -> Iterator[L
     """
     from ray.cluster_utils import Cluster
 
-    from pomona.cluster.submit import _use_token_if_available
+    from pomona.cluster.submit import use_token_if_available
 
     ray_cli = Path(sys.executable).with_name("ray")
     subprocess.run([str(ray_cli), "get-auth-token", "--generate"], capture_output=True, check=True)
-    _use_token_if_available()
+    use_token_if_available()
     assert os.environ.get("RAY_AUTH_MODE") == "token"
     saved_path = os.environ["PATH"]
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{saved_path}"

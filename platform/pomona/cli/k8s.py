@@ -10,7 +10,7 @@ import typer
 from pomona.cli.console import console
 from pomona.cluster.k8s import K8sSettings
 from pomona.cluster.kustomize import render_to
-from pomona.config import validate
+from pomona.config import load_config
 from pomona.errors import ConfigError
 
 k8s_app = typer.Typer(help="Kubernetes (KubeRay) manifests.", no_args_is_help=True)
@@ -38,17 +38,9 @@ def render_command(
     OUT gets base/ (CPU image) and overlays/cpu, overlays/gpu: apply one with
     `kubectl apply -k OUT/overlays/cpu`.
     """
-    values = {
-        "image": image,
-        "tag": tag,
-        "workers": workers,
-        "max_workers": max_workers,
-        "storage": storage,
-        "serve_config": serve_config,
-    }
-    settings = validate(
-        K8sSettings, {k: v for k, v in values.items() if v is not None}, "k8s render options"
-    )
+    flags = {"image": image, "tag": tag, "workers": workers, "max_workers": max_workers,
+             "storage": storage, "serve_config": serve_config}  # fmt: skip
+    settings = load_config(K8sSettings, flags=flags)
     try:
         written = render_to(settings, out, overwrite=overwrite)
     except FileExistsError:

@@ -50,7 +50,7 @@ def _client(address: str | None) -> JobSubmissionClient:
     return connect(_address(address), quiet=not session.verbose)
 
 
-def _local_command(name: str) -> TyperCommand | None:
+def local_command(name: str) -> TyperCommand | None:
     """The command ``pomona <name>``, to parse the submitted arguments exactly as it would."""
     from pomona.cli import app
 
@@ -111,7 +111,7 @@ def _submit_and_follow(
     from pomona.cluster.submit import failure_message, project_root, submit
 
     root = project_root()
-    args = job_args(_local_command(name), name, list(ctx.args), root)
+    args = job_args(local_command(name), name, list(ctx.args), root)
     client = _client(address)
     job_id = submit(client, name, args, root)
     console.print(f"submitted {job_id} to {client.get_address()}", soft_wrap=True)
@@ -120,7 +120,7 @@ def _submit_and_follow(
         return
     status = _follow_or_ask(client, job_id)
     if status is None:
-        raise typer.Exit(130)
+        sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
     if status.value != "SUCCEEDED":
         raise ClusterError(failure_message(client, job_id))
     console.print(f"job {job_id} succeeded")
@@ -228,7 +228,7 @@ def job_logs(
     client = _client(address)
     if follow:
         if _follow_or_ask(client, job_id) is None:
-            raise typer.Exit(130)
+            sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
         return
     with cluster_errors(client.get_address()):
         _write(client.get_job_logs(job_id))

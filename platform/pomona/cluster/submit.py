@@ -94,7 +94,7 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
     Raises:
         ClusterError: unreachable address, or the cluster refused the token.
     """
-    _use_token_if_available()
+    use_token_if_available()
     from ray.job_submission import JobSubmissionClient
 
     if quiet:
@@ -105,7 +105,7 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
         return JobSubmissionClient(address)
 
 
-def _use_token_if_available() -> None:
+def use_token_if_available() -> None:
     """Send the Ray token when there is one, as the ``ray`` CLI does.
 
     A process that starts no Ray has token mode off unless ``RAY_AUTH_MODE`` says otherwise;

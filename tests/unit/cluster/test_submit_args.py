@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pomona.cli.submit import _local_command, job_args
+from pomona.cli.submit import job_args, local_command
 from pomona.cluster.submit import job_runtime_env, project_root
 from pomona.errors import ClusterError, ConfigError
 
@@ -18,19 +18,19 @@ def test_relative_paths_become_absolute_and_other_flags_stay(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["--data", "ds", "--out=runs/r1", "--epochs", "2", "--workers", "2"]
-    sent = job_args(_local_command("train"), "train", args, ROOT)
+    sent = job_args(local_command("train"), "train", args, ROOT)
     assert sent == ["--data", str(tmp_path / "ds"), f"--out={tmp_path / 'runs/r1'}",
                     "--epochs", "2", "--workers", "2"]  # fmt: skip
 
 
 def test_absolute_paths_and_uris_are_sent_unchanged() -> None:
     args = ["--data", "/shared/ds", "--out", "s3://bucket/runs/r1"]
-    assert job_args(_local_command("train"), "train", args, ROOT) == args
+    assert job_args(local_command("train"), "train", args, ROOT) == args
 
 
 def test_config_inside_the_project_is_sent_relative_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT / "configs")
-    sent = job_args(_local_command("train"), "train", ["train-digits.yaml", "--epochs", "1"], ROOT)
+    sent = job_args(local_command("train"), "train", ["train-digits.yaml", "--epochs", "1"], ROOT)
     assert sent == ["configs/train-digits.yaml", "--epochs", "1"]
 
 
@@ -38,14 +38,14 @@ def test_config_outside_the_project_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "mine.yaml"
     config.write_text("epochs: 1\n")
     with pytest.raises(ClusterError, match="outside the project"):
-        job_args(_local_command("train"), "train", [str(config)], ROOT)
+        job_args(local_command("train"), "train", [str(config)], ROOT)
 
 
 def test_arguments_the_local_command_rejects_are_refused_before_submitting() -> None:
     with pytest.raises(ConfigError, match="pomona train: No such option: --bogus"):
-        job_args(_local_command("train"), "train", ["--data", "/d", "--bogus", "1"], ROOT)
+        job_args(local_command("train"), "train", ["--data", "/d", "--bogus", "1"], ROOT)
     with pytest.raises(ConfigError, match="Invalid value for '--epochs'"):
-        job_args(_local_command("train"), "train", ["--epochs", "two"], ROOT)
+        job_args(local_command("train"), "train", ["--epochs", "two"], ROOT)
 
 
 def test_evaluate_keeps_registry_references_and_absolutises_model_dirs(
@@ -54,7 +54,7 @@ def test_evaluate_keeps_registry_references_and_absolutises_model_dirs(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     common = ["--data", "/d", "--out", "/r"]
-    command = _local_command("evaluate")
+    command = local_command("evaluate")
     assert job_args(command, "evaluate", ["digits@production", *common], ROOT)[0] == (
         "digits@production"
     )
