@@ -9,7 +9,7 @@ import yaml
 
 pytestmark = pytest.mark.e2e
 
-SERVE_CONFIG = Path(__file__).resolve().parents[1] / "data" / "serve" / "pomona.yaml"
+SERVE_CONFIG = Path(__file__).resolve().parents[2] / "serve" / "pomona.yaml"
 
 
 def test_render_writes_the_layout_with_the_given_settings(pomona, tmp_path: Path) -> None:

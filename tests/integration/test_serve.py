@@ -299,10 +299,13 @@ def test_promote_under_load_fails_no_request(server: Server, pomona) -> None:  #
 
 
 def _model_replica_pids() -> list[int]:
+    import ray
     from ray.util.state import list_actors
 
+    # This test's Ray, by address: another Ray on the machine must not make the lookup ambiguous.
     alive = list_actors(
-        filters=[("class_name", "=", "ServeReplica:pomona:model-digits"), ("state", "=", "ALIVE")]
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "ServeReplica:pomona:model-digits"), ("state", "=", "ALIVE")],
     )
     return [actor.pid for actor in alive]
 

@@ -223,12 +223,25 @@ def ray_cluster(settings: K8sSettings) -> dict[str, Any]:
 
 
 def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
-    """A RayService running ``serve_config`` (the YAML ``pomona serve build`` writes)."""
+    """A RayService running ``serve_config`` (the YAML ``pomona serve build`` writes).
+
+    Each application reads the registry on the cluster's shared storage, and Serve's proxy
+    listens on the pod's interfaces: inside a pod, loopback would hide it from the Service
+    KubeRay puts in front of it (who reaches that Service is the cluster's network policy).
+    """
+    config = yaml.safe_load(serve_config)
+    config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
+    for application in config["applications"]:
+        if "registry" in application.get("args", {}):
+            application["args"]["registry"] = settings.path("registry")
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": _metadata(f"{settings.name}-serve"),
-        "spec": {"serveConfigV2": serve_config, "rayClusterConfig": cluster_spec(settings)},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
+            "rayClusterConfig": cluster_spec(settings),
+        },
     }
 
 

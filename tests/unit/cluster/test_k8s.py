@@ -18,7 +18,7 @@ from pomona.cluster.kustomize import base_resources, gpu_patches, read_settings,
 
 REPO = Path(__file__).resolve().parents[3]
 CRDS = REPO / "tests" / "data" / "kuberay-crds"
-SERVE_CONFIG = REPO / "tests" / "data" / "serve" / "pomona.yaml"
+SERVE_CONFIG = REPO / "serve" / "pomona.yaml"
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -142,10 +142,22 @@ def test_rayjob_entrypoints_name_scripts_in_jobs(
 
 
 def test_rayservice_serve_config_is_valid_for_ray_serve(base: dict[str, dict[str, Any]]) -> None:
-    text = base["rayservice.yaml"]["spec"]["serveConfigV2"]
-    assert text == SERVE_CONFIG.read_text()
-    schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
+    config = yaml.safe_load(base["rayservice.yaml"]["spec"]["serveConfigV2"])
+    schema = ServeDeploySchema.model_validate(config)
     assert [app.name for app in schema.applications] == ["pomona"]
+    # The served app reads the registry on the shared volume, and the proxy is reachable from
+    # the Service in front of the pod.
+    assert config["applications"][0]["args"]["registry"] == "/mnt/pomona/registry"
+    assert config["http_options"]["host"] == "0.0.0.0"
+    built = yaml.safe_load(SERVE_CONFIG.read_text())
+    assert config["applications"][0]["deployments"] == built["applications"][0]["deployments"]
+
+
+def test_rayservice_reads_the_registry_under_the_chosen_storage() -> None:
+    settings = K8sSettings(serve_config=SERVE_CONFIG, storage="/data/shared")
+    service = base_resources(settings, k8s.read_serve_config(SERVE_CONFIG))["rayservice.yaml"]
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert config["applications"][0]["args"]["registry"] == "/data/shared/registry"
 
 
 def test_token_auth_on_and_head_not_exposed(base: dict[str, dict[str, Any]]) -> None:
