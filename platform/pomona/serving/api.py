@@ -166,7 +166,7 @@ class Api:
         except PomonaError as error:
             raise UnprocessableInput(str(error)) from None
         if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
-            raise InvalidRequestError(
+            raise UnprocessableInput(
                 f"{model!r} with version={version} alias={alias}: pin a version or an alias, "
                 "not both"
             )
