@@ -75,7 +75,14 @@ def test_run_survives_losing_a_node_and_resumes_from_its_checkpoint(
     (node,) = cluster.cluster.worker_nodes
     cluster.cluster.remove_node(node, allow_graceful=False)
     cluster.cluster.add_node(num_cpus=2)
-    submitter.join(timeout=600)
+    submitter.join(timeout=240)  # 8 tiny epochs and a restart; bounded so a hang fails
+    if submitter.is_alive():
+        client = connect(cluster.dashboard)
+        for job in client.list_jobs():
+            if not job.status.is_terminal():
+                client.stop_job(job.submission_id)
+        submitter.join()
+        pytest.fail(f"the run neither finished nor failed after losing a node: {read_metrics(run)}")
     (result,) = results
     assert result.returncode == 0, result.stderr
     rows = read_metrics(run)
