@@ -191,7 +191,8 @@ def _pomona(
         control.apply_batch(name, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0.0))
         results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
     finally:
-        serve.delete("pomona")
+        # Serve keeps its first HTTP port for its lifetime: the next model needs a fresh start.
+        serve.shutdown()
     return results
 
 
