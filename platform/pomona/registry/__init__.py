@@ -16,16 +16,6 @@ from pomona.registry.store import ALIASES_FILE, Registry, default_root
 from pomona.registry.version import VERSION_FILE, IncompleteVersion, ModelVersion, check_model_dir
 
 
-def __getattr__(name: str) -> object:
-    # Until the resolver moves into this package, re-export it lazily: models.resolve imports
-    # this package, so an eager import here would be circular.
-    if name == "resolve_model":
-        from pomona.models.resolve import resolve_model
-
-        return resolve_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ALIASES_FILE",
     "NAME_RULE",
