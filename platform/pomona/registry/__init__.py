@@ -15,7 +15,6 @@ from pomona.registry.resolve import resolve_model
 from pomona.registry.store import ALIASES_FILE, Registry, default_root
 from pomona.registry.version import VERSION_FILE, IncompleteVersion, ModelVersion, check_model_dir
 
-
 __all__ = [
     "ALIASES_FILE",
     "NAME_RULE",
