@@ -158,15 +158,7 @@ def default_threads(cluster_cpus: float, num_workers: int) -> int:
 
 
 def _fits_in_object_store(manifest: Manifest, split: str) -> bool:
-    """Whether to cache a split in Ray's object store: its pixels take at most a quarter of it,
-    and the cluster is a single node.
-
-    On several nodes the cached blocks are spread over them, and a node lost mid-training takes
-    its blocks along: the restarted workers then wait on their reconstruction (seen to stall),
-    where streaming simply reads the shards again.
-    """
-    if len([node for node in ray.nodes() if node["Alive"]]) > 1:
-        return False
+    """Whether a split's pixels take at most a quarter of Ray's object store (then it is cached)."""
     size = manifest.splits[split].rows * math.prod(manifest.image_shape)
     return size <= ray.cluster_resources().get("object_store_memory", 0.0) / 4
 
