@@ -69,7 +69,11 @@ def ensure_ray(
         logger.info("connecting to Ray at %s", address)
         ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
     else:
+        # "local" always starts a new Ray: a bare ray.init() would join whatever cluster
+        # /tmp/ray/ray_current_cluster names, even a dead one (then it waits for it forever);
+        # `--address auto` joins a `ray start` cluster on purpose.
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             dashboard_host="127.0.0.1",
             _metrics_export_port=metrics_export_port,
