@@ -47,7 +47,7 @@ def read_split(
     dataset = _read_shards(shard_paths(dataset_dir, manifest, split), list(columns))
     if cache:
         # Read once into Ray's object store: each later epoch iterates those blocks instead of
-        # decompressing the Parquet files again (3-5x faster per epoch, benchmarks/scale.py).
+        # decoding the Parquet files again (3-5x faster per epoch, benchmarks/scale.py).
         # Augmentation stays after the cache so every epoch draws new crops and flips.
         dataset = dataset.materialize()
     if augmentation is not None and augmentation.enabled:
