@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray.data
 import torch
 
 from pomona.data.loader import Augmentation, read_split, torch_batches
@@ -83,3 +84,22 @@ def test_cached_split_reads_once_and_keeps_augmenting(
     first = augmented.take_batch(1000, batch_format="numpy")["image"]
     second = augmented.take_batch(1000, batch_format="numpy")["image"]
     assert not np.array_equal(first, second)  # new flips on every pass over the cache
+
+
+def test_streamed_split_reads_one_block_per_shard(
+    ray_session: None, digits_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context = ray.data.DataContext.get_current()
+    default_reader = context.use_datasource_v2
+    manifest = read_manifest(digits_dataset)
+    dataset = read_split(digits_dataset, "train", manifest=manifest)
+    assert context.use_datasource_v2 == default_reader  # the switch is not left behind
+    # The reader lists the files once, when the dataset is built, not on every epoch.
+    dataset.explain()
+    plan = capsys.readouterr().out
+    assert "ReadParquet" in plan and "ListFiles" not in plan
+    shards = manifest.splits["train"].shards
+    assert len(shards) > 1
+    blocks = dataset.materialize()
+    assert blocks.num_blocks() == len(shards)
+    assert blocks.count() == manifest.splits["train"].rows
