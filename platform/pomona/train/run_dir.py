@@ -22,9 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from pomona.errors import ConfigError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.storage import atomic_write_text
+from pomona.storage import atomic_write_text, check_output_dir
 from pomona.train.config import TrainConfig
 
 CONFIG_FILE = "config.yaml"
@@ -51,15 +50,7 @@ def check_run_dir(out: str, *, resume: bool) -> Path:
     Raises:
         ConfigError: a fresh run would overwrite an existing one, or there is nothing to resume.
     """
-    run_dir = Path(out).resolve()
-    if resume and not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"cannot resume: {run_dir} holds no {CONFIG_FILE}")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(
-            f"run directory {run_dir} already exists; continue it with `pomona train --resume "
-            f"{out}` or choose another --out"
-        )
-    return run_dir
+    return check_output_dir(out, resume=resume, marker=CONFIG_FILE, kind="run", command="train")
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:

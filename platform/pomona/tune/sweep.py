@@ -31,8 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from pomona.config import validate
 from pomona.data.shards import read_manifest
-from pomona.errors import ConfigError
-from pomona.storage import atomic_write_text
+from pomona.storage import atomic_write_text, check_output_dir
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import CONFIG_FILE
 from pomona.train.trainer import auto_cpus_per_worker, default_threads, train
@@ -63,15 +62,7 @@ def check_sweep_dir(out: str, *, resume: bool) -> Path:
     Raises:
         ConfigError: a fresh sweep would overwrite an existing one, or there is nothing to resume.
     """
-    sweep_dir = Path(out).resolve()
-    if resume and not (sweep_dir / SWEEP_FILE).is_file():
-        raise ConfigError(f"cannot resume: {sweep_dir} holds no {SWEEP_FILE}")
-    if not resume and sweep_dir.exists() and any(sweep_dir.iterdir()):
-        raise ConfigError(
-            f"sweep directory {sweep_dir} already exists; continue it with `pomona sweep "
-            f"--resume {out}` or choose another --out"
-        )
-    return sweep_dir
+    return check_output_dir(out, resume=resume, marker=SWEEP_FILE, kind="sweep", command="sweep")
 
 
 def read_sweep_config(sweep_dir: Path) -> SweepConfig:
