@@ -11,10 +11,14 @@ same PNG bytes and the same number of concurrent clients:
 a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4 or 16),
    2 torch threads: the ceiling.
 b. pomona: ``pomona serve`` (the same Serve config, 2 model replicas x 1 torch thread,
-   ``num_cpus=0``), batched (max 16, 5 ms) and then unbatched (max 1, the same replicas
+   ``num_cpus=0``), batched (max 16, 5 ms); then the same at half of that throughput, sent open
+   loop at a fixed rate (the p99/p50 goal); then unbatched (max 1, the same replicas
    reconfigured through ``user_config``).
 c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch threads) that
    decodes with the same :func:`pomona.inference.decode` and answers the same JSON.
+
+Before any of it, ``pomona serve`` is started as a command (its own Ray included) and timed to
+its first HTTP 200 on the first model.
 
 The load generator is one asyncio process (aiohttp) with ``--clients`` connections on
 127.0.0.1; its own CPU use is reported so that a starved server is visible. Each setup gets a
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import io
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -40,15 +45,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 from PIL import Image
 
+from pomona.cluster.runtime import use_local_ray_defaults
 from pomona.data.manifest import Preprocessing
 from pomona.inference import decode, probabilities
 from pomona.models import build_model, load_model, save_model
+
+# Before Ray is imported (only inside functions here): loopback only, no usage reporting,
+# token authentication.
+use_local_ray_defaults()
 
 MODELS = {
     "digits": ("simple_cnn", Preprocessing(height=32, width=32, channels=1)),
@@ -91,7 +97,19 @@ def _png(spec: Preprocessing) -> bytes:
     return buffer.getvalue()
 
 
+def _stats(latencies: list[float], failures: int, cpu: float, wall: float) -> dict[str, float]:
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "req/s": len(latencies) / wall,
+        "p50 ms": 1000 * statistics.median(ordered),
+        "p99 ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "failed": failures,
+        "client cpu": cpu / wall,
+    }
+
+
 async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+    """Closed loop: ``clients`` connections, each sending its next request on an answer."""
     import aiohttp
 
     latencies: list[float] = []
@@ -119,14 +137,38 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str
         deadline = wall + seconds
         await asyncio.gather(*(client(deadline, True) for _ in range(clients)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    ordered = sorted(latencies) or [float("nan")]
-    return {
-        "req/s": len(latencies) / wall,
-        "p50 ms": 1000 * statistics.median(ordered),
-        "p99 ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "failed": failures,
-        "client cpu": cpu / wall,
-    }
+    return _stats(latencies, failures, cpu, wall)
+
+
+async def _paced(
+    url: str, body: bytes, rate: float, clients: int, seconds: float
+) -> dict[str, float]:
+    """Open loop: requests sent at ``rate`` per second whatever the answers; a latency runs from
+    the request's scheduled time, so time spent waiting for a free connection counts."""
+    import aiohttp
+
+    latencies: list[float] = []
+    failures = 0
+    headers = {"Content-Type": "image/png"}
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(at: float) -> None:
+            nonlocal failures
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                ok = response.status == 200
+            if ok:
+                latencies.append(time.perf_counter() - at)
+            else:
+                failures += 1
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        start = wall + 0.1
+        await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return _stats(latencies, failures, cpu, wall)
 
 
 def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
@@ -188,12 +230,51 @@ def _pomona(
     url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
     try:
         results = {"pomona batched": asyncio.run(_load(url, body, clients, seconds))}
+        half = results["pomona batched"]["req/s"] / 2
+        results["pomona batched, half load"] = asyncio.run(
+            _paced(url, body, half, clients, seconds)
+        )
         control.apply_batch(name, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0.0))
         results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
     finally:
         # Serve keeps its first HTTP port for its lifetime: the next model needs a fresh start.
         serve.shutdown()
     return results
+
+
+def _first_answer(registry: str, name: str, body: bytes, timeout_s: float = 120.0) -> float:
+    """Seconds from starting ``pomona serve NAME`` (its own Ray included) to its first HTTP 200."""
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    command = [sys.executable, "-c", "from pomona.cli import main; main()", "--registry"]
+    command += [registry, "serve", name, "--port", str(port), "--metrics-port", str(_free_port())]
+    start = time.perf_counter()
+    server = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models/{name}/predict",
+        data=body,
+        headers={"Content-Type": "image/png"},
+    )
+    try:
+        while time.perf_counter() - start < timeout_s:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - start
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"pomona serve {name} gave no answer in {timeout_s:g} s")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=120)
 
 
 def main() -> None:
@@ -223,6 +304,9 @@ def main() -> None:
                 preprocessing=spec,
             )
             registry.register(model_dir, name)
+        first = options.models[0]
+        seconds = _first_answer(registry.uri, first, _png(MODELS[first][1]))
+        print(f"pomona serve {first}: first HTTP 200 after {seconds:.1f} s (Ray start included)")
         ensure_ray(num_cpus=2)
         try:
             for name in options.models:
@@ -253,10 +337,12 @@ def _print(name: str, rows: dict[str, dict[str, float]], options: argparse.Names
         ]
         print(f"| {setup} | {' | '.join(cells)} |")
     served = rows["pomona batched"]["req/s"]
+    half = rows["pomona batched, half load"]
     print(
         f"pomona/raw {served / rows['raw (in-process)']['req/s']:.2f}, "
         f"batched/unbatched {served / rows['pomona unbatched']['req/s']:.2f}, "
-        f"pomona/fastapi {served / rows['fastapi (uvicorn)']['req/s']:.2f}"
+        f"pomona/fastapi {served / rows['fastapi (uvicorn)']['req/s']:.2f}, "
+        f"p99/p50 at half load {half['p99 ms'] / half['p50 ms']:.1f}"
     )
 
 

@@ -110,7 +110,7 @@ def demo_command(
 
 def _serve_stage(registry: str, samples: list[str]) -> None:
     """Serve the production model, send real HTTP requests, show answers and metrics, stop."""
-    from pomona.cli.serve import plan, serving
+    from pomona.cli.serve import PlanOptions, plan, serving
     from pomona.cli.session import session
 
     session.registry = registry
@@ -121,7 +121,7 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
         soft_wrap=True,
         markup=False,
     )
-    with serving(plan(["digits@production"], port=port)) as urls:
+    with serving(plan(["digits@production"], PlanOptions(port=port))) as urls:
         console.print(
             f"API {urls.api}/v1/models, docs {urls.api}/docs", markup=False, soft_wrap=True
         )

@@ -8,12 +8,14 @@ YAML file for ``serve deploy`` or a KubeRay RayService.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -70,17 +72,65 @@ MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
 
 
-def plan(
-    models: list[str],
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_batch_size: int = 16,
-    batch_wait_s: float = 0.005,
-    min_replicas: int = 1,
-    max_replicas: int = 2,
-    max_queued: int = 64,
-    max_body_bytes: int = 10 * 1024 * 1024,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PlanOptions:
+    """The command-line options a Serve config is planned from (``start`` and ``build``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 16
+    batch_wait_s: float = 0.005
+    min_replicas: int = 1
+    max_replicas: int = 2
+    max_queued: int = 64
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+_OPTION_TYPES = {
+    "host": Host,
+    "port": Port,
+    "max_batch_size": MaxBatch,
+    "batch_wait_s": BatchWait,
+    "min_replicas": MinReplicas,
+    "max_replicas": MaxReplicas,
+    "max_queued": MaxQueued,
+    "max_body_bytes": MaxBody,
+}
+
+
+def _with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the :class:`PlanOptions` flags; it receives them as one ``options``.
+
+    Typer builds a command's flags from its signature, so the wrapper's signature is the
+    command's own parameters followed by one per :class:`PlanOptions` field.
+    """
+    own = [
+        param
+        for param in inspect.signature(command, eval_str=True).parameters.values()
+        if param.name != "options"
+    ]
+    shared = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=field.default,
+            annotation=_OPTION_TYPES[field.name],
+        )
+        for field in fields(PlanOptions)
+    ]
+
+    @functools.wraps(command)
+    def with_options(**values: Any) -> None:
+        options = PlanOptions(**{param.name: values.pop(param.name) for param in shared})
+        command(options=options, **values)
+
+    parameters = [*own, *shared]
+    with_options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {param.name: param.annotation for param in parameters}
+    return with_options
+
+
+def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, Any]:
     """The Serve config for ``models``: shared by ``start``, ``build`` and the demo."""
     from pomona.config import validate
     from pomona.serving.config import AppArgs, ServeOptions
@@ -91,54 +141,41 @@ def plan(
         {
             "registry": session.open_registry().uri,
             "references": models,
-            "max_body_bytes": max_body_bytes,
+            "max_body_bytes": options.max_body_bytes,
         },
         "serve arguments",
     )
-    options = validate(
+    serve_options = validate(
         ServeOptions,
         {
-            "host": host,
-            "port": port,
-            "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s},
-            "min_replicas": min_replicas,
-            "max_replicas": max_replicas,
-            "max_queued_requests": max_queued,
+            "host": options.host,
+            "port": options.port,
+            "batch": {
+                "max_batch_size": options.max_batch_size,
+                "batch_wait_timeout_s": options.batch_wait_s,
+            },
+            "min_replicas": options.min_replicas,
+            "max_replicas": options.max_replicas,
+            "max_queued_requests": options.max_queued,
         },
         "serve options",
     )
-    return serve_config(args, plan_routing(args), options)
+    return serve_config(args, plan_routing(args), serve_options)
 
 
 @serve_app.command(_START, hidden=True)
+@_with_plan_options
 def start_command(
     models: ModelsArgument,
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
+    options: PlanOptions,
     metrics_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port of Ray's Prometheus endpoint.")
     ] = 8080,
-    max_batch_size: MaxBatch = 16,
-    batch_wait_s: BatchWait = 0.005,
-    min_replicas: MinReplicas = 1,
-    max_replicas: MaxReplicas = 2,
-    max_queued: MaxQueued = 64,
-    max_body_bytes: MaxBody = 10 * 1024 * 1024,
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
     from pomona.serving import control
 
-    config = plan(
-        models,
-        host,
-        port,
-        max_batch_size,
-        batch_wait_s,
-        min_replicas,
-        max_replicas,
-        max_queued,
-        max_body_bytes,
-    )
+    config = plan(models, options)
     # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -202,12 +239,14 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
             metrics=f"http://127.0.0.1:{_metrics_port()}/metrics",
         )
     finally:
-        if local:
-            control.shutdown()
-        else:
-            control.delete()
+        # Replicas drain while the application is deleted. A Ray started here then takes Serve's
+        # controller and proxy down with it: serve.shutdown() would make Ray print a failed
+        # task line for the controller it kills, on an otherwise clean stop.
+        control.delete()
         if started:
             ray.shutdown()
+        elif local:
+            control.shutdown()
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -242,17 +281,11 @@ def _metrics_port() -> int:
 
 
 @serve_app.command("build")
+@_with_plan_options
 def build_command(
     models: ModelsArgument,
+    options: PlanOptions,
     out: Annotated[Path, typer.Option(help="YAML file to write.")] = Path("serve/pomona.yaml"),
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
-    max_batch_size: MaxBatch = 16,
-    batch_wait_s: BatchWait = 0.005,
-    min_replicas: MinReplicas = 1,
-    max_replicas: MaxReplicas = 2,
-    max_queued: MaxQueued = 64,
-    max_body_bytes: MaxBody = 10 * 1024 * 1024,
 ) -> None:
     """Write the Serve config for MODEL... (for serve run/deploy and KubeRay's RayService)."""
     import yaml
@@ -260,17 +293,7 @@ def build_command(
     from pomona.serving.control import validate_config
     from pomona.storage import atomic_write_text
 
-    config = plan(
-        models,
-        host,
-        port,
-        max_batch_size,
-        batch_wait_s,
-        min_replicas,
-        max_replicas,
-        max_queued,
-        max_body_bytes,
-    )
+    config = plan(models, options)
     validate_config(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = "# Written by `pomona serve build`; deploy with `serve deploy` or a RayService.\n"

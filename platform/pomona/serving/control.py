@@ -76,7 +76,9 @@ def deploy(config: dict[str, Any], timeout_s: float = 120.0) -> None:
     """
     schema = validate_config(config)
     client = _get_global_client(raise_if_no_controller_running=False) or serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+        global_logging_config=schema.logging_config,
     )
     client.deploy_apps(schema)
     wait_running(timeout_s)
