@@ -28,6 +28,7 @@ CORE = [
     "pomona.serving.config",
     "pomona.serving.plan",
     "pomona.serving.oip",
+    "pomona.serving.schema",
     "pomona.evaluate.report",
     "pomona.plots",
     "pomona.registry",

@@ -22,7 +22,7 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -47,10 +47,19 @@ from pomona.serving.oip import (
     infer_response,
     model_metadata,
 )
+from pomona.serving.schema import (
+    ANSWERED_BY,
+    IMAGE_ERRORS,
+    MODEL_ERRORS,
+    VERSION_HEADER,
+    BatchPrediction,
+    Prediction,
+    ServedModels,
+    image_body,
+)
 
 logger = logging.getLogger(__name__)
 
-VERSION_HEADER = "Pomona-Model-Version"
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
@@ -72,12 +81,27 @@ class Unavailable(PomonaError):
     http_status = 503
 
 
+_V1 = "pomona v1"
+_V2 = "Open Inference Protocol v2"
+
 app = FastAPI(
     title="pomona",
-    description="Image classifiers from the pomona registry, served by Ray Serve.",
+    description=(
+        "Image classifiers from the pomona registry, served by Ray Serve. `{model}` is `name` "
+        "(its traffic split decides the version), `name:N` or `name@alias`; every answer names "
+        f"the version that produced it, in its JSON and in the `{VERSION_HEADER}` header. "
+        'Errors are `{"error": {"code", "message"}}`.'
+    ),
     version="1",
+    openapi_tags=[
+        {"name": _V1, "description": "Top-k classes and Grad-CAM for uploaded images."},
+        {"name": _V2, "description": "The KServe / Triton protocol: health, metadata, infer."},
+    ],
 )
 
+ModelPath = Annotated[
+    str, Path(description="`name`, `name:N` or `name@alias`.", examples=["digits"])
+]
 TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Classes to return per image.")]
 Version = Annotated[int | None, Query(ge=1, description="Pin this version.")]
 Alias = Annotated[str | None, Query(description="Pin the version this alias serves.")]
@@ -254,7 +278,7 @@ class Api:
 
     # --- v1 --------------------------------------------------------------------------------
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", tags=[_V1], response_model=ServedModels)
     async def list_models(self) -> dict[str, Any]:
         """Served models: versions, aliases and traffic split."""
         if self._routing is None:
@@ -271,63 +295,65 @@ class Api:
             ]
         }
 
-    @app.post("/v1/models/{model}/predict")
+    @app.post(
+        "/v1/models/{model}/predict/batch",
+        tags=[_V1],
+        summary="Classify several images",
+        description="Top-k classes of each image sent as a repeated multipart `files` field, "
+        "in order, from one version.",
+        response_model=BatchPrediction,
+        responses={200: {"headers": ANSWERED_BY}, **IMAGE_ERRORS},
+        openapi_extra=image_body("files", many=True),
+    )
+    @app.post(
+        "/v1/models/{model}/predict",
+        tags=[_V1],
+        summary="Classify one image",
+        description="Top-k classes of one image: its bytes as the body (`Content-Type: "
+        "image/png`, `image/jpeg`, ...) or a multipart `file` field.",
+        response_model=Prediction,
+        responses={200: {"headers": ANSWERED_BY}, **IMAGE_ERRORS},
+        openapi_extra=image_body("file", many=False),
+    )
     async def predict(
         self,
         request: Request,
         response: Response,
-        model: str,
+        model: ModelPath,
         version: Version = None,
         alias: Alias = None,
         top_k: TopK = 5,
     ) -> dict[str, Any]:
-        """Top-k classes of one image: raw bytes (``image/*``) or a multipart ``file``."""
-        answer = await self._predict(request, response, model, version, alias, top_k, "file")
-        return {**answer, "predictions": answer["predictions"][0]}
-
-    @app.post("/v1/models/{model}/predict/batch")
-    async def predict_batch(
-        self,
-        request: Request,
-        response: Response,
-        model: str,
-        version: Version = None,
-        alias: Alias = None,
-        top_k: TopK = 5,
-    ) -> dict[str, Any]:
-        """Top-k classes of several images sent as multipart ``files`` fields, in order."""
-        return await self._predict(request, response, model, version, alias, top_k, "files")
-
-    async def _predict(
-        self,
-        request: Request,
-        response: Response,
-        model: str,
-        version: int | None,
-        alias: str | None,
-        top_k: int,
-        field: str,
-    ) -> dict[str, Any]:
+        """The two predict routes: one image, or (``.../batch``) several."""
+        many = request.url.path.endswith("/batch")
         name, number = self._resolve(request, model, version, alias)
         card = await self._card(name, number)
-        pixels = await self._images(request, card, field)
+        pixels = await self._images(request, card, "files" if many else "file")
         probs = await self._probabilities(name, number, pixels)
         response.headers[VERSION_HEADER] = str(number)
+        predictions = [
+            [
+                {"label": label, "score": score}
+                for label, score in zip(p.labels, p.scores, strict=True)
+            ]
+            for p in top_classes(probs, card.classes, top_k)
+        ]
         return {
             "model": name,
             "version": number,
-            "predictions": [
-                [
-                    {"label": label, "score": score}
-                    for label, score in zip(p.labels, p.scores, strict=True)
-                ]
-                for p in top_classes(probs, card.classes, top_k)
-            ],
+            "predictions": predictions if many else predictions[0],
         }
 
-    @app.post("/v1/models/{model}/explain", response_class=Response)
+    @app.post(
+        "/v1/models/{model}/explain",
+        tags=[_V1],
+        summary="Grad-CAM of one image",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "headers": ANSWERED_BY}, **IMAGE_ERRORS},
+        openapi_extra=image_body("file", many=False),
+    )
     async def explain(
-        self, request: Request, model: str, version: Version = None, alias: Alias = None
+        self, request: Request, model: ModelPath, version: Version = None, alias: Alias = None
     ) -> Response:
         """Grad-CAM overlay (PNG) of one image, for the class the model predicts."""
         name, number = self._resolve(request, model, version, alias)
@@ -338,20 +364,20 @@ class Api:
 
     # --- Open Inference Protocol v2 --------------------------------------------------------
 
-    @app.get("/v2/health/live")
+    @app.get("/v2/health/live", tags=[_V2])
     async def live(self) -> dict[str, bool]:
         """The server process answers."""
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", tags=[_V2])
     async def ready(self) -> dict[str, bool]:
         """The server has a routing table and can take requests."""
         return {"ready": self._routing is not None}
 
-    @app.get("/v2/models/{model}")
-    @app.get("/v2/models/{model}/versions/{version}")
+    @app.get("/v2/models/{model}/versions/{version}", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get("/v2/models/{model}", tags=[_V2], responses=MODEL_ERRORS)
     async def metadata(
-        self, request: Request, response: Response, model: str, version: int | None = None
+        self, request: Request, response: Response, model: ModelPath, version: int | None = None
     ) -> dict[str, Any]:
         """Model metadata: inputs, outputs, classes."""
         name, number = self._resolve(request, model, version, None)
@@ -360,27 +386,27 @@ class Api:
         assert self._routing is not None
         return model_metadata(name, self._routing.route(name).versions, card)
 
-    @app.get("/v2/models/{model}/ready")
-    @app.get("/v2/models/{model}/versions/{version}/ready")
+    @app.get("/v2/models/{model}/versions/{version}/ready", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get("/v2/models/{model}/ready", tags=[_V2], responses=MODEL_ERRORS)
     async def model_ready(
-        self, request: Request, model: str, version: int | None = None
+        self, request: Request, model: ModelPath, version: int | None = None
     ) -> dict[str, Any]:
         """Whether the model (version) is loaded and answering."""
         name, number = self._resolve(request, model, version, None)
         await self._card(name, number)
         return {"name": name, "version": str(number), "ready": True}
 
-    @app.post("/v2/models/{model}/infer")
-    @app.post("/v2/models/{model}/versions/{version}/infer")
+    @app.post("/v2/models/{model}/versions/{version}/infer", tags=[_V2], responses=MODEL_ERRORS)
+    @app.post("/v2/models/{model}/infer", tags=[_V2], responses=MODEL_ERRORS)
     async def infer(
         self,
         request: Request,
         response: Response,
         body: InferRequest,
-        model: str,
+        model: ModelPath,
         version: int | None = None,
     ) -> dict[str, Any]:
-        """Classify a UINT8/FP32 ``[N, H, W, C]`` tensor or BYTES ``[N]`` encoded images."""
+        """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
         name, number = self._resolve(request, model, version, None)
         card = await self._card(name, number)
         pixels = images_from_tensor(body.inputs[0], card, self._args.max_pixels)

@@ -1,0 +1,65 @@
+"""The OpenAPI page describes what the API really takes and answers (built without starting Ray)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pomona.serving.api import app
+
+PREDICT = "/v1/models/{model}/predict"
+BATCH = "/v1/models/{model}/predict/batch"
+EXPLAIN = "/v1/models/{model}/explain"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return app.openapi()
+
+
+def _operation(spec: dict[str, Any], path: str, method: str = "post") -> dict[str, Any]:
+    return spec["paths"][path][method]
+
+
+def test_upload_routes_document_the_bodies_they_read(spec: dict[str, Any]) -> None:
+    for path in (PREDICT, EXPLAIN):
+        content = _operation(spec, path)["requestBody"]["content"]
+        assert content["image/*"]["schema"]["format"] == "binary"
+        assert content["multipart/form-data"]["schema"]["required"] == ["file"]
+    batch = _operation(spec, BATCH)["requestBody"]["content"]
+    assert list(batch) == ["multipart/form-data"]
+    assert batch["multipart/form-data"]["schema"]["properties"]["files"]["type"] == "array"
+
+
+def test_answers_are_typed_and_errors_have_the_shape_the_server_sends(
+    spec: dict[str, Any],
+) -> None:
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas  # FastAPI's default 422 body is never sent
+    refs = {
+        path: _operation(spec, path)["responses"]["200"]["content"]["application/json"]["schema"]
+        for path in (PREDICT, BATCH)
+    }
+    assert refs == {
+        PREDICT: {"$ref": "#/components/schemas/Prediction"},
+        BATCH: {"$ref": "#/components/schemas/BatchPrediction"},
+    }
+    for path in (PREDICT, BATCH, EXPLAIN, "/v2/models/{model}/infer"):
+        responses = _operation(spec, path)["responses"]
+        for code in ("404", "422", "503"):
+            body = responses[code]["content"]["application/json"]
+            assert body["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
+            assert body["example"]["error"]["code"] == int(code), (path, code)
+        assert "Retry-After" in responses["503"]["headers"]
+    assert "Pomona-Model-Version" in _operation(spec, PREDICT)["responses"]["200"]["headers"]
+
+
+def test_routes_are_grouped_and_summarised(spec: dict[str, Any]) -> None:
+    tags = {
+        path: next(iter(operations.values()))["tags"] for path, operations in spec["paths"].items()
+    }
+    assert tags[PREDICT] == tags["/v1/models"] == ["pomona v1"]
+    assert tags["/v2/models/{model}/infer"] == ["Open Inference Protocol v2"]
+    assert _operation(spec, PREDICT)["summary"] == "Classify one image"
+    assert _operation(spec, BATCH)["summary"] == "Classify several images"
