@@ -19,13 +19,14 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -170,6 +171,21 @@ class _Admission:
 app.add_middleware(_Admission)
 
 
+def _predict_route(
+    suffix: str, summary: str, description: str, answer: type[BaseModel], many: bool
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The route decorator of ``POST /v1/models/{model}/<suffix>``, documented for the docs page."""
+    return app.post(
+        f"/v1/models/{{model}}/{suffix}",
+        tags=[_V1],
+        summary=summary,
+        description=description,
+        response_model=answer,
+        responses={200: {"headers": ANSWERED_BY}, **IMAGE_ERRORS},
+        openapi_extra=image_body("files" if many else "file", many=many),
+    )
+
+
 @serve.deployment
 @serve.ingress(app)
 class Api:
@@ -295,25 +311,21 @@ class Api:
             ]
         }
 
-    @app.post(
-        "/v1/models/{model}/predict/batch",
-        tags=[_V1],
-        summary="Classify several images",
-        description="Top-k classes of each image sent as a repeated multipart `files` field, "
-        "in order, from one version.",
-        response_model=BatchPrediction,
-        responses={200: {"headers": ANSWERED_BY}, **IMAGE_ERRORS},
-        openapi_extra=image_body("files", many=True),
+    @_predict_route(
+        "predict/batch",
+        "Classify several images",
+        "Top-k classes of each image sent as a repeated multipart `files` field, in order, "
+        "from one version.",
+        BatchPrediction,
+        many=True,
     )
-    @app.post(
-        "/v1/models/{model}/predict",
-        tags=[_V1],
-        summary="Classify one image",
-        description="Top-k classes of one image: its bytes as the body (`Content-Type: "
-        "image/png`, `image/jpeg`, ...) or a multipart `file` field.",
-        response_model=Prediction,
-        responses={200: {"headers": ANSWERED_BY}, **IMAGE_ERRORS},
-        openapi_extra=image_body("file", many=False),
+    @_predict_route(
+        "predict",
+        "Classify one image",
+        "Top-k classes of one image: its bytes as the body (`Content-Type: image/png`, "
+        "`image/jpeg`, ...) or a multipart `file` field.",
+        Prediction,
+        many=False,
     )
     async def predict(
         self,
