@@ -10,10 +10,10 @@ same PNG bytes and the same number of concurrent clients:
 
 a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4 or 16),
    2 torch threads: the ceiling.
-b. pomona: ``pomona serve`` (the same Serve config, 2 model replicas x 1 torch thread,
-   ``num_cpus=0``), batched (max 16, 5 ms); then the same at half of that throughput, sent open
-   loop at a fixed rate (the p99/p50 goal); then unbatched (max 1, the same replicas
-   reconfigured through ``user_config``).
+b. pomona: as ``pomona serve`` runs it (the same Serve config and direct ingress, 2 model
+   replicas x 1 torch thread, ``num_cpus=0``), batched (max 16, 5 ms); then the same at half
+   of that throughput, sent open loop at a fixed rate (the p99/p50 goal); then unbatched
+   (max 1, the same replicas reconfigured through ``user_config``).
 c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch threads) that
    decodes with the same :func:`pomona.inference.decode` and answers the same JSON.
 
@@ -215,7 +215,7 @@ def _wait_port(port: int, timeout_s: float = 120.0) -> None:
 
 
 def _pomona(
-    registry: Path, name: str, body: bytes, clients: int, seconds: float
+    registry: Path, name: str, body: bytes, clients: int, seconds: float, direct: int
 ) -> dict[str, dict[str, float]]:
     from ray import serve
 
@@ -223,11 +223,14 @@ def _pomona(
     from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.plan import plan_routing, serve_config
 
-    port = _free_port()
+    # As `pomona serve` runs it: the ingress replica answers on `direct`, the proxy on a spare
+    # port.
     args = AppArgs(registry=str(registry), references=[name])
-    options = ServeOptions(port=port, min_replicas=2, max_replicas=2, max_queued_requests=256)
+    options = ServeOptions(
+        port=_free_port(), min_replicas=2, max_replicas=2, max_queued_requests=256
+    )
     control.deploy(serve_config(args, plan_routing(args), options))
-    url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
+    url = f"http://127.0.0.1:{direct}/v1/models/{name}/predict"
     try:
         results = {"pomona batched": asyncio.run(_load(url, body, clients, seconds))}
         half = results["pomona batched"]["req/s"] / 2
@@ -285,6 +288,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     options = parser.parse_args()
 
+    from pomona.serving.config import direct_ingress_env
+
+    # Before Serve is imported, as `pomona serve` does for the Ray it starts.
+    direct = _free_port()
+    os.environ.update(direct_ingress_env(direct))
     import ray
     from ray import serve
 
@@ -313,7 +321,9 @@ def main() -> None:
                 body = _png(MODELS[name][1])
                 model_dir = Path(tmp) / name
                 rows = {"raw (in-process)": _raw(model_dir, body, options.seconds)}
-                rows.update(_pomona(registry.uri, name, body, options.clients, options.seconds))
+                rows.update(
+                    _pomona(registry.uri, name, body, options.clients, options.seconds, direct)
+                )
                 rows["fastapi (uvicorn)"] = _fastapi(
                     model_dir, body, options.clients, options.seconds
                 )

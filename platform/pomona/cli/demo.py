@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -110,11 +109,11 @@ def demo_command(
 
 def _serve_stage(registry: str, samples: list[str]) -> None:
     """Serve the production model, send real HTTP requests, show answers and metrics, stop."""
-    from pomona.cli.serve import PlanOptions, plan, serving
+    from pomona.cli.serve import PlanOptions, free_port, plan, serving
     from pomona.cli.session import session
 
     session.registry = registry
-    port = _free_port()
+    port = free_port()
     console.print(
         f"$ pomona --registry {registry} serve digits --port {port}",
         style="dim",
@@ -141,12 +140,6 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
         console.print(f"$ curl -s {urls.metrics} | grep ^ray_pomona_requests", style="dim")
         for line in _metric_lines(urls.metrics, "ray_pomona_requests_total"):
             console.print(line, soft_wrap=True, markup=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _post(url: str, image: str) -> str:

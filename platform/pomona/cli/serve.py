@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,13 +175,13 @@ def start_command(
     ] = 8080,
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
-    from pomona.serving import control
-
     config = plan(models, options)
     # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with serving(config, metrics_port) as urls:
+            from pomona.serving import control
+
             _print_state(control.state())
             console.print(
                 f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
@@ -213,6 +215,9 @@ class Endpoints:
 def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
     """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
 
+    A local Ray started here serves HTTP from the ingress replica itself on the config's port
+    (:func:`~pomona.serving.config.direct_ingress_env`), Serve's proxy on a spare port.
+
     Args:
         config: from :func:`plan`.
         metrics_port: port for the Prometheus endpoint of a local Ray this starts.
@@ -220,19 +225,25 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     import ray
 
     from pomona.cluster.runtime import cluster_address, ensure_ray
-    from pomona.serving import control
+    from pomona.serving.config import direct_ingress_env
 
     # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
     # a shared cluster stays, and on a shared cluster only our application is removed.
     started = not ray.is_initialized()
     local = cluster_address(session.address) is None
+    http = config["http_options"]
+    if started and local:
+        # The ingress replica answers on the port asked for; Serve's proxy gets a spare one.
+        os.environ.update(direct_ingress_env(http["port"]))
+        config = {**config, "http_options": {**http, "port": free_port()}}
+    from pomona.serving import control
+
     ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
     if not session.verbose:
         # Serve's logger does not propagate to "ray": quiet it like the rest of Ray.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         control.deploy(config)
-        http = config["http_options"]
         host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
         yield Endpoints(
             api=f"http://{host}:{http['port']}",
@@ -247,6 +258,13 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
             ray.shutdown()
         elif local:
             control.shutdown()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
