@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,14 @@ from support.fake_models import make_model_dir
 
 from pomona.errors import ConfigError, ModelNotFoundError
 from pomona.registry import Registry
-from pomona.serving.config import AppArgs, ModelRoute, Routing, ServeOptions, parse_split
+from pomona.serving.config import (
+    AppArgs,
+    ModelRoute,
+    Routing,
+    ServeOptions,
+    direct_ingress_env,
+    parse_split,
+)
 from pomona.serving.plan import IMPORT_PATH, plan_route, plan_routing, serve_config
 
 
@@ -122,3 +130,17 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     for deployment in (api, cats):
         assert deployment["max_queued_requests"] == 5
         assert deployment["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
+
+
+def test_direct_ingress_env_sets_only_settings_ray_reads_for_one_port() -> None:
+    from ray.serve._private import constants  # the module's source only: no Ray starts
+
+    env = direct_ingress_env(8123)
+    source = inspect.getsource(constants)
+    unknown = [name for name in env if f'"{name}"' not in source]
+    assert unknown == [], f"Ray {constants.__name__} no longer reads {unknown}"
+    # Ray's port range is half-open: exactly the asked port.
+    low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+    assert list(range(low, high)) == [8123]
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
