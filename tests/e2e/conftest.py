@@ -1,9 +1,7 @@
-"""Run the ``pomona`` CLI in-process, capturing its output and exit code; a trained model."""
+"""A model trained in-process on the digits dataset, for the CLI tests."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,36 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomona.cli import main
 from pomona.data.shards import MANIFEST_FILE, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models import build_model, save_model
 from pomona.storage import sha256_file
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def pomona(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call as ``pomona("ingest", src, out)``; returns exit code, stdout and stderr."""
-
-    def run(*args: object) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["pomona", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = int(done.code or 0)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture(scope="session")

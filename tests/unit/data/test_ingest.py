@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import bomb_png, gradient, png_bytes, write
 from PIL import Image
+from support.images import bomb_png, gradient, png_bytes, write
 
 from pomona.data import ingest as ingest_module
 from pomona.data.ingest import IngestConfig, ingest
