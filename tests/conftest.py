@@ -1,4 +1,4 @@
-"""Shared fixtures: Ray kept on loopback and offline, one local Ray per session, tiny data, the CLI."""
+"""Shared fixtures: Ray on loopback and offline, one local Ray per session, tiny data, the CLI."""
 
 from __future__ import annotations
 
