@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Column, Table
 
 from pomona.cli.console import console, progress_bar
@@ -70,7 +71,13 @@ def evaluate_command(
 
     model_dir = _model_dir(model, registry)
     with progress_bar("evaluate") as bar:
-        task = bar.add_task("predict", total=None, status="")
+        # The bar appears once the checks have passed and Ray starts, not before a mistake.
+        task = TaskID(-1)
+
+        def connect() -> None:
+            nonlocal task
+            task = bar.add_task("starting Ray", total=None, status="")
+            session.connect()
 
         def update(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
@@ -85,7 +92,7 @@ def evaluate_command(
             batch_size=batch_size,
             use_gpu=use_gpu,
             model_name=model,
-            connect=session.connect,
+            connect=connect,
             progress=update,
         )
     _print_report(report)

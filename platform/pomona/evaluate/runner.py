@@ -129,7 +129,6 @@ def evaluate_model(
     model, card = load_model(model_dir, "cpu")
     manifest = open_dataset(dataset_dir, [split])
     _check_compatible(card, manifest, dataset_dir)
-    shard_paths(dataset_dir, manifest, split)  # raises for a missing or empty split
     if connect is not None:
         connect()
     if use_gpu and not ray.cluster_resources().get("GPU"):
