@@ -50,4 +50,5 @@ def progress_bar(description: str) -> Iterator[Progress]:
     try:
         yield progress
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()
