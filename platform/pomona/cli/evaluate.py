@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 ModelArgument = Annotated[
     str,
     typer.Argument(
-        help="Run or model directory, model.safetensors/model.json, or registry reference "
-        "(name, name:N, name:latest, name@alias).",
+        help="Run or model directory or URI, model.safetensors/model.json, or registry "
+        "reference (name, name:N, name:latest, name@alias).",
         show_default=False,
     ),
 ]
@@ -51,7 +51,9 @@ def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
 
 def evaluate_command(
     model: ModelArgument,
-    data: Annotated[Path, typer.Option(help="Ingested dataset directory.", show_default=False)],
+    data: Annotated[
+        str, typer.Option(help="Ingested dataset directory or URI.", show_default=False)
+    ],
     out: Annotated[
         Path, typer.Option(help="Report directory to write (replaced if it holds a report).")
     ],

@@ -35,7 +35,7 @@ from torch import nn
 
 from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, open_dataset, shard_paths
+from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_paths
 from pomona.errors import ConfigError, DatasetError
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
@@ -43,9 +43,10 @@ from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
 from pomona.inference import probabilities
+from pomona.location import Location, as_location
 from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
-from pomona.storage import atomic_directory, atomic_write_text, sha256_file
+from pomona.storage import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class _Predictor:
 
 def evaluate_model(
     model_dir: Path,
-    dataset_dir: Path,
+    dataset_dir: DatasetDir,
     out_dir: Path,
     *,
     split: str = "test",
@@ -90,7 +91,8 @@ def evaluate_model(
 
     Args:
         model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`).
-        dataset_dir: an ingested dataset with the model's image shape and classes.
+        dataset_dir: an ingested dataset with the model's image shape and classes (a local
+            path or a URI).
         out_dir: report directory; an existing report there is replaced.
         split: the split to evaluate.
         top_k: k of the top-k error.
@@ -114,7 +116,7 @@ def evaluate_model(
             match the model card.
         ModelNotFoundError, CheckpointError: ``model_dir`` is not a loadable model.
     """
-    model_dir, dataset_dir, out_dir = Path(model_dir), Path(dataset_dir), Path(out_dir)
+    model_dir, dataset_dir, out_dir = Path(model_dir), as_location(dataset_dir), Path(out_dir)
     for name, value, minimum in (
         ("top-k", top_k, 1),
         ("batch size", batch_size, 1),
@@ -148,8 +150,8 @@ def evaluate_model(
             architecture=card.architecture,
             weights_sha256=card.weights_sha256,
         ),
-        dataset=str(dataset_dir.resolve()),
-        dataset_sha256=sha256_file(dataset_dir / MANIFEST_FILE),
+        dataset=str(dataset_dir),
+        dataset_sha256=(dataset_dir / MANIFEST_FILE).sha256(),
         split=split,
     )
     mistakes = misclassified(labels, probs)
@@ -203,7 +205,7 @@ def _check_out_dir(out_dir: Path) -> None:
         )
 
 
-def _check_compatible(card: ModelCard, manifest: Manifest, dataset_dir: Path) -> None:
+def _check_compatible(card: ModelCard, manifest: Manifest, dataset_dir: Location) -> None:
     stored, expected = manifest.preprocessing, card.preprocessing
     if stored.image_shape != expected.image_shape:
         h, w, c = expected.image_shape
@@ -243,7 +245,7 @@ def _class_difference(dataset: Sequence[str], model: Sequence[str]) -> str:
 
 def _predict(
     model_dir: Path,
-    dataset_dir: Path,
+    dataset_dir: Location,
     manifest: Manifest,
     split: str,
     batch_size: int,
@@ -310,7 +312,7 @@ def _mistakes_csv(
 
 def _gallery(
     model: nn.Module,
-    dataset_dir: Path,
+    dataset_dir: Location,
     manifest: Manifest,
     split: str,
     card: ModelCard,
@@ -325,6 +327,7 @@ def _gallery(
     notify("gallery", 0, len(wanted))
     table = pq.read_table(
         shard_paths(dataset_dir, manifest, split),
+        filesystem=dataset_dir.filesystem,
         columns=["image", "path"],
         filters=[("path", "in", wanted.tolist())],
     )
