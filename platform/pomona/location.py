@@ -92,6 +92,13 @@ class Location:
             return Path(self.path)
         return None
 
+    def _create_parent(self) -> None:
+        # Needed on filesystems with real directories; on object stores it is a cheap no-op
+        # or an empty marker object, which every reader here ignores.
+        parent = posixpath.dirname(self.path.rstrip("/"))
+        if parent:
+            self.filesystem.create_dir(parent, recursive=True)
+
     def _info(self) -> pafs.FileInfo:
         return self.filesystem.get_file_info(self.path)
 
@@ -136,6 +143,7 @@ class Location:
             local.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(local, data)
             return
+        self._create_parent()
         with self.filesystem.open_output_stream(self.path) as stream:
             stream.write(data)
 
@@ -154,9 +162,7 @@ class Location:
 
     def upload(self, source: Path) -> str:
         """Copy a local file here (one put on object stores); returns the sha256 of its bytes."""
-        if (local := self.local) is not None:
-            # Object stores need no parent "directories"; creating one would add a marker object.
-            local.parent.mkdir(parents=True, exist_ok=True)
+        self._create_parent()
         with open(source, "rb") as local, self.filesystem.open_output_stream(self.path) as out:
             return copy_stream(local, out)
 
@@ -233,7 +239,7 @@ def as_location(target: str | os.PathLike[str] | Location) -> Location:
         path = os.path.abspath(os.path.expanduser(text))
         return Location(pafs.LocalFileSystem(), path, path)
     try:
-        filesystem, path = pafs.FileSystem.from_uri(text)
+        filesystem, path = _open_uri(text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
         reason = " ".join(str(error).split())
         raise ConfigError(f"cannot open {text!r} ({reason}); pass {_SUPPORTED}") from None
@@ -241,6 +247,11 @@ def as_location(target: str | os.PathLike[str] | Location) -> Location:
         # file:///x names the local directory /x: show it the way local paths are shown.
         return Location(filesystem, path, path)
     return Location(filesystem, path.rstrip("/"), text.rstrip("/"))
+
+
+def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a URI (tests stand an object store in for it here)."""
+    return pafs.FileSystem.from_uri(uri)
 
 
 def check_output_dir(

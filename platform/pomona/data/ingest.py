@@ -78,7 +78,7 @@ class IngestConfig(StrictModel):
     """
 
     src: Path
-    out: str = Field(min_length=1)
+    out: str | Path
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     split: SplitFractions = Field(default_factory=SplitFractions)
     seed: int = 0

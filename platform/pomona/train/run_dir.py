@@ -159,7 +159,7 @@ class RunFiles:
                 (self.run / name).upload(self.directory() / name)
 
 
-def discard_if_unstarted(run_dir: Location, *, keep_directory: bool) -> None:
+def discard_if_unstarted(run_dir: Path | Location, *, keep_directory: bool) -> None:
     """Delete a fresh run that failed before recording an epoch, so its ``--out`` is free again.
 
     A run with at least one epoch is kept: ``--resume`` continues it.
@@ -168,6 +168,7 @@ def discard_if_unstarted(run_dir: Location, *, keep_directory: bool) -> None:
         run_dir: the run directory.
         keep_directory: it existed (empty) before the run; empty it instead of removing it.
     """
+    run_dir = as_location(run_dir)
     if read_metrics(run_dir):
         return
     local = run_dir.local
