@@ -69,6 +69,7 @@ def evaluate_command(
     """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""
     from pomona.evaluate.html import REPORT_FILE
     from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
+    from pomona.location import is_uri
 
     model_dir = _model_dir(model, registry)
     with progress_bar("evaluate") as bar:
@@ -78,7 +79,7 @@ def evaluate_command(
             bar.update(task, description=stage, completed=done, total=total)
 
         report = evaluate_model(
-            model_dir,
+            model if is_uri(model) else model_dir,
             data,
             out,
             split=split,

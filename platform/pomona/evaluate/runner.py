@@ -43,9 +43,10 @@ from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
 from pomona.inference import probabilities
-from pomona.location import Location, as_location
+from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
+from pomona.registry import resolve_model
 from pomona.storage import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ _LISTED = 5
 class _Predictor:
     """Ray Data callable class: each actor loads the model once and scores many batches."""
 
-    def __init__(self, model_dir: str, use_gpu: bool) -> None:
-        self._model, self._card = load_model(model_dir, "cuda" if use_gpu else "cpu")
+    def __init__(self, model: str | Location, use_gpu: bool) -> None:
+        # A remote model is fetched on this actor's node: the driver's copy may be elsewhere.
+        directory = resolve_model(model) if isinstance(model, Location) else model
+        self._model, self._card = load_model(directory, "cuda" if use_gpu else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         probs = probabilities(self._model, self._card.preprocessing, batch["image"])
@@ -71,7 +74,7 @@ class _Predictor:
 
 
 def evaluate_model(
-    model_dir: Path,
+    model_dir: Path | str,
     dataset_dir: DatasetDir,
     out_dir: Path,
     *,
@@ -90,7 +93,9 @@ def evaluate_model(
     Ray must be initialised before inference starts: already, or by ``connect``.
 
     Args:
-        model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`).
+        model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`),
+            or the URI of a remote one, which the driver and every inference actor fetch into
+            their node's cache.
         dataset_dir: an ingested dataset with the model's image shape and classes (a local
             path or a URI).
         out_dir: report directory; an existing report there is replaced.
@@ -116,7 +121,13 @@ def evaluate_model(
             match the model card.
         ModelNotFoundError, CheckpointError: ``model_dir`` is not a loadable model.
     """
-    model_dir, dataset_dir, out_dir = Path(model_dir), as_location(dataset_dir), Path(out_dir)
+    if is_uri(model_dir):
+        source: str | Location = as_location(model_dir)
+        model_dir = resolve_model(source)
+    else:
+        model_dir = Path(model_dir)
+        source = str(model_dir.resolve())
+    dataset_dir, out_dir = as_location(dataset_dir), Path(out_dir)
     for name, value, minimum in (
         ("top-k", top_k, 1),
         ("batch size", batch_size, 1),
@@ -139,7 +150,7 @@ def evaluate_model(
     notify = progress or (lambda _stage, _done, _total: None)
 
     labels, paths, probs = _predict(
-        model_dir, dataset_dir, manifest, split, batch_size, use_gpu, max_actors, notify
+        source, dataset_dir, manifest, split, batch_size, use_gpu, max_actors, notify
     )
     metrics = compute_metrics(labels, probs, card.classes, k=top_k)
     report = EvaluationReport(
@@ -244,7 +255,7 @@ def _class_difference(dataset: Sequence[str], model: Sequence[str]) -> str:
 
 
 def _predict(
-    model_dir: Path,
+    model: str | Location,
     dataset_dir: Location,
     manifest: Manifest,
     split: str,
@@ -265,7 +276,7 @@ def _predict(
             dataset_dir, split, manifest=manifest, columns=("image", "label", "path")
         ).map_batches(
             _Predictor,
-            fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "use_gpu": use_gpu},
+            fn_constructor_kwargs={"model": model, "use_gpu": use_gpu},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pomona.errors import ModelNotFoundError, RegistryError
-from pomona.location import as_location, is_uri
+from pomona.location import Location, as_location, is_uri
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry.cache import cached_model
 from pomona.registry.names import parse_ref
@@ -27,13 +27,14 @@ _FORMS = (
 )
 
 
-def resolve_model(reference: str, registry: Registry | None = None) -> Path:
+def resolve_model(reference: str | Location, registry: Registry | None = None) -> Path:
     """Find the local model directory ``reference`` stands for.
 
     Args:
         reference: a directory holding ``model.json``, a ``model.safetensors``/``model.json``
-            file (either as a local path or a URI; a remote one is downloaded into the local
-            cache, see :func:`pomona.registry.cache.cached_model`), or a registry reference.
+            file (either as a local path or a URI or location; a remote one is downloaded into
+            the local cache, see :func:`pomona.registry.cache.cached_model`), or a registry
+            reference.
         registry: where registry references are looked up; None uses the default registry
             (``$POMONA_REGISTRY`` or ``~/.pomona/registry``).
 
@@ -48,7 +49,7 @@ def resolve_model(reference: str, registry: Registry | None = None) -> Path:
         CheckpointError: the card does not parse, or the weights (or a registry version's
             files) no longer match their recorded sha256.
     """
-    if is_uri(reference):
+    if isinstance(reference, Location) or is_uri(reference):
         location = as_location(reference)
         if location.local is None:
             if location.name in (WEIGHTS_FILE, CARD_FILE):
