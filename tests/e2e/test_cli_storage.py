@@ -41,7 +41,8 @@ def test_file_uris_from_ingest_to_the_registry(
     registry = f"file://{tmp_path}/registry"
     result = pomona("--registry", registry, "registry", "register", run, "--name", "digits")
     assert result.code == 0, result.err
-    assert flat(f"registered digits:1 (simple_cnn, 10 classes) from {tmp_path}/run") in flat(result.out)
+    registered = f"registered digits:1 (simple_cnn, 10 classes) from {tmp_path}/run"
+    assert flat(registered) in flat(result.out)
 
 
 def test_an_object_store_from_ingest_through_resume_to_the_registry(

@@ -107,7 +107,9 @@ def cached_model(location: Location, cache_dir: Path | None = None) -> Path:
         try:
             actual = weights.download(staging / WEIGHTS_FILE)
         except FileNotFoundError:
-            raise CheckpointError(f"{weights} is missing although {CARD_FILE} describes it") from None
+            raise CheckpointError(
+                f"{weights} is missing although {CARD_FILE} describes it"
+            ) from None
         if actual != card.weights_sha256:
             raise CheckpointError(
                 f"{weights} has sha256 {actual} but its {CARD_FILE} records "

@@ -2,8 +2,9 @@
 
 Every command that reads a model accepts the same forms: a run directory, a model directory or a
 registry version directory (anything holding ``model.json``), one of the two model files (each
-as a local path or a URI such as ``s3://bucket/runs/r1``), or a registry reference (``name``, ``name:N``, ``name:latest``, ``name@alias``). Paths win over
-registry names, so ``./cats`` always means the folder even when a model ``cats`` is registered.
+as a local path or a URI such as ``s3://bucket/runs/r1``), or a registry reference (``name``,
+``name:N``, ``name:latest``, ``name@alias``). Paths win over registry names, so ``./cats``
+always means the folder even when a model ``cats`` is registered.
 Whatever the form, the weights are checked against a recorded sha256 before the directory is
 returned: a path against its card's ``weights_sha256``, a registry version against
 ``version.json``.

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.location import Location, as_location, check_output_dir
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
 
