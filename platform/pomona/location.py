@@ -21,6 +21,7 @@ roles; GCS: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the metadata server).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import posixpath
@@ -245,12 +246,18 @@ def as_location(target: str | os.PathLike[str] | Location) -> Location:
         raise ConfigError(f"cannot open {text!r} ({reason}); pass {_SUPPORTED}") from None
     if isinstance(filesystem, pafs.LocalFileSystem):
         # file:///x names the local directory /x: show it the way local paths are shown.
+        path = os.path.abspath(path)
         return Location(filesystem, path, path)
     return Location(filesystem, path.rstrip("/"), text.rstrip("/"))
 
 
+@functools.lru_cache(maxsize=64)
 def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of a URI (tests stand an object store in for it here)."""
+    """The filesystem and path of a URI (tests stand an object store in for it here).
+
+    Cached: opening an ``s3://`` URI asks S3 for the bucket's region, and commands parse the
+    same dataset or run URI several times.
+    """
     return pafs.FileSystem.from_uri(uri)
 
 

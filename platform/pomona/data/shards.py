@@ -143,10 +143,11 @@ def open_dataset(dataset_dir: DatasetDir, splits: Sequence[str]) -> Manifest:
         DatasetError: not a dataset, a split is missing or empty, or a shard of ``splits`` is
             missing or differs from its recorded sha256 (the first such shard is named).
     """
-    manifest = read_manifest(dataset_dir)
+    location = as_location(dataset_dir)
+    manifest = read_manifest(location)
     for split in splits:
-        shard_paths(dataset_dir, manifest, split)  # raises for a missing or empty split
-    problems = verify(dataset_dir, manifest, splits)
+        shard_paths(location, manifest, split)  # raises for a missing or empty split
+    problems = verify(location, manifest, splits)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DatasetError(
