@@ -102,7 +102,8 @@ def publish_best(checkpoint_dir: Path, run_dir: Path) -> bool:
     Returns:
         Whether a model was published into ``run_dir``.
     """
-    winner = min((checkpoint_dir, checkpoint_dir / BEST_DIR), key=_val_error)
+    # best/ first: on a tie min() keeps it, and a tie keeps the earlier epoch.
+    winner = min((checkpoint_dir / BEST_DIR, checkpoint_dir), key=_val_error)
     if _val_error(winner) >= _val_error(run_dir):
         return False
     _publish_model(winner, run_dir)

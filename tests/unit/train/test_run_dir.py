@@ -69,6 +69,17 @@ def test_the_best_model_of_a_checkpoint_is_published_only_when_it_improves(
     assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_a_tie_publishes_the_earlier_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = model_dir(tmp_path / "c4", 4, 0.25)
+    model_dir(checkpoint / BEST_DIR, 1, 0.25)  # as good, and earlier
+    assert publish_best(checkpoint, run)
+    assert published_epoch(run) == 1
+    assert not publish_best(model_dir(tmp_path / "c5", 5, 0.25), run)
+    assert published_epoch(run) == 1
+
+
 def test_a_run_without_an_epoch_is_discarded(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     (fresh / "checkpoints").mkdir(parents=True)
