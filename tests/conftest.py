@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
+from pomona import location
 from pomona.cli import main
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
@@ -94,3 +96,22 @@ def pomona(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """URIs ``store://PATH`` name ``<returned dir>/PATH`` through a filesystem that is not
+    pyarrow's local one, so pomona treats them as an object store (local staging, uploads,
+    marker last). The filesystem pickles, so Ray workers given a location use it too; only this
+    process parses ``store://`` strings."""
+    root = tmp_path / "store"
+    root.mkdir()
+    real = location._open_uri
+
+    def open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+        if uri.startswith("store://"):
+            return pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem()), uri[len("store://") :]
+        return real(uri)
+
+    monkeypatch.setattr(location, "_open_uri", open_uri)
+    return root

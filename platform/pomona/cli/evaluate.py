@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 ModelArgument = Annotated[
     str,
     typer.Argument(
-        help="Run or model directory, model.safetensors/model.json, or registry reference "
-        "(name, name:N, name:latest, name@alias).",
+        help="Run or model directory or URI, model.safetensors/model.json, or registry "
+        "reference (name, name:N, name:latest, name@alias).",
         show_default=False,
     ),
 ]
@@ -52,7 +52,9 @@ def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
 
 def evaluate_command(
     model: ModelArgument,
-    data: Annotated[Path, typer.Option(help="Ingested dataset directory.", show_default=False)],
+    data: Annotated[
+        str, typer.Option(help="Ingested dataset directory or URI.", show_default=False)
+    ],
     out: Annotated[
         Path, typer.Option(help="Report directory to write (replaced if it holds a report).")
     ],
@@ -68,6 +70,7 @@ def evaluate_command(
     """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""
     from pomona.evaluate.html import REPORT_FILE
     from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
+    from pomona.location import is_uri
 
     model_dir = _model_dir(model, registry)
     with progress_bar("evaluate") as bar:
@@ -83,7 +86,7 @@ def evaluate_command(
             bar.update(task, description=stage, completed=done, total=total)
 
         report = evaluate_model(
-            model_dir,
+            model if is_uri(model) else model_dir,
             data,
             out,
             split=split,

@@ -9,19 +9,20 @@ device, in :func:`torch_batches`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
+import pyarrow.fs as pafs
 import ray.data
 import torch
 
 from pomona.data.augment import Augmentation, augment_batch
 from pomona.data.manifest import Manifest, Preprocessing
-from pomona.data.shards import read_manifest, shard_paths
+from pomona.data.shards import DatasetDir, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
+from pomona.location import as_location
 
 
 def read_split(
-    dataset_dir: str | Path,
+    dataset_dir: DatasetDir,
     split: str,
     *,
     manifest: Manifest | None = None,
@@ -32,7 +33,8 @@ def read_split(
     """A Ray Dataset over one split's shards, optionally augmented.
 
     Args:
-        dataset_dir: the ingested dataset directory.
+        dataset_dir: the ingested dataset directory: a local path, or a URI that every node
+            reads itself (the filesystem travels with the read tasks).
         split: ``train``, ``val`` or ``test``.
         manifest: the already-read manifest (read from ``dataset_dir`` when None).
         augmentation: augmentation to apply (training only).
@@ -44,7 +46,9 @@ def read_split(
         DatasetError: not a dataset, or the split has no rows.
     """
     manifest = manifest or read_manifest(dataset_dir)
-    dataset = _read_shards(shard_paths(dataset_dir, manifest, split), list(columns))
+    location = as_location(dataset_dir)
+    paths = shard_paths(location, manifest, split)
+    dataset = _read_shards(paths, list(columns), location.filesystem)
     if cache:
         # Read once into Ray's object store: each later epoch iterates those blocks instead of
         # decoding the Parquet files again (3-5x faster per epoch, benchmarks/scale.py).
@@ -57,7 +61,9 @@ def read_split(
     return dataset
 
 
-def _read_shards(paths: list[str], columns: list[str]) -> ray.data.Dataset:
+def _read_shards(
+    paths: list[str], columns: list[str], filesystem: pafs.FileSystem
+) -> ray.data.Dataset:
     """The shards as a dataset of one block per shard, with footers read once, here.
 
     Ray Data 2.60's default Parquet reader (DataSource V2) lists the files again on every
@@ -73,7 +79,9 @@ def _read_shards(paths: list[str], columns: list[str]) -> ray.data.Dataset:
     use_v2 = context.use_datasource_v2
     context.use_datasource_v2 = False  # chosen when the plan is built; restored at once
     try:
-        return ray.data.read_parquet(paths, columns=columns, override_num_blocks=len(paths))
+        return ray.data.read_parquet(
+            paths, filesystem=filesystem, columns=columns, override_num_blocks=len(paths)
+        )
     finally:
         context.use_datasource_v2 = use_v2
 

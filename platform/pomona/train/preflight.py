@@ -5,7 +5,9 @@ A mistake found here costs the user nothing: no Ray start-up, no half-made run d
 reads, and checks the pretrained weights. The
 pretrained weights are resolved to an absolute path (workers run in another working directory,
 possibly on another machine), read, and loaded into the model the dataset needs, which also
-decides whether the checkpoint's classifier head is kept.
+decides whether the checkpoint's classifier head is kept. Weights named by a remote URI stay a
+URI: the driver checks them through its local cache, and every worker fetches them itself
+(:func:`local_weights`), on whichever node it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, open_dataset
+from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
 from pomona.models.weights import (
@@ -27,7 +30,6 @@ from pomona.models.weights import (
 )
 from pomona.models.zoo import build_model
 from pomona.registry import Registry, resolve_model
-from pomona.storage import sha256_file
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import check_run_dir
 
@@ -43,7 +45,7 @@ class PreparedRun:
 
     Attributes:
         config: the configuration, with ``model.weights`` resolved (see :func:`resolve_weights`).
-        run_dir: the absolute run directory.
+        run_dir: the run directory (local, or a URI).
         resume: continue the run in ``run_dir`` from its last checkpoint.
         manifest: the dataset's manifest; the shards of :data:`TRAIN_SPLITS` match it.
         dataset_sha256: sha256 of the dataset's ``manifest.json``.
@@ -51,7 +53,7 @@ class PreparedRun:
     """
 
     config: TrainConfig
-    run_dir: Path
+    run_dir: Location
     resume: bool
     manifest: Manifest
     dataset_sha256: str
@@ -86,7 +88,7 @@ def prepare_run(
         run_dir=run_dir,
         resume=resume,
         manifest=manifest,
-        dataset_sha256=sha256_file(Path(config.data) / MANIFEST_FILE),
+        dataset_sha256=(as_location(config.data) / MANIFEST_FILE).sha256(),
         initial_weights=initial_weights,
     )
 
@@ -97,8 +99,8 @@ def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> Tr
     A weights file becomes an absolute path (relative to this process's working directory, not
     the workers'); a model (a run or model directory, one of its two files, or a registry
     reference such as ``name@alias`` looked up in ``registry``) becomes its local model directory,
-    whose weights have been checked against their recorded sha256; ``torchvision:`` names stay
-    as they are.
+    whose weights have been checked against their recorded sha256; a model at a remote URI is
+    checked the same way but stays a URI; ``torchvision:`` names stay as they are.
 
     Raises:
         ModelNotFoundError: the weights are neither a path nor a registered model.
@@ -107,6 +109,12 @@ def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> Tr
     weights = config.model.weights
     if weights is None or weights.startswith(TORCHVISION_PREFIX):
         return config
+    if is_uri(weights):
+        local = as_location(weights).local
+        if local is None:
+            resolve_model(weights, registry)
+            return config
+        weights = str(local)
     path = Path(weights).expanduser()
     if path.is_file() and path.name not in (WEIGHTS_FILE, CARD_FILE):
         resolved = path
@@ -133,9 +141,22 @@ def check_weights(config: TrainConfig, manifest: Manifest) -> InitialWeights | N
     source = config.model.weights
     if source is None:
         return None
-    head, reason = choose_head(config.model.head, source_classes(source), manifest.classes)
+    local = local_weights(source)
+    head, reason = choose_head(config.model.head, source_classes(local), manifest.classes)
     architecture = config.model.architecture
     model = build_model(architecture, manifest.num_classes, manifest.preprocessing.channels)
-    apply_pretrained(model, architecture, load_state_dict_file(source), keep_head=head == "kept")
+    apply_pretrained(model, architecture, load_state_dict_file(local), keep_head=head == "kept")
     logger.info("fine-tuning from %s with the %s head: %s", source, head, reason)
     return InitialWeights(source=source, head=head, reason=reason)
+
+
+def local_weights(source: str) -> str:
+    """Weights this process can open: a remote model URI becomes its verified local copy
+    (downloaded once per node into the cache), anything else stays as it is.
+
+    Raises:
+        ModelNotFoundError, CheckpointError: see :func:`pomona.registry.resolve_model`.
+    """
+    if is_uri(source) and as_location(source).local is None:
+        return str(resolve_model(source))
+    return source

@@ -31,7 +31,9 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from pomona.config import validate
 from pomona.data.shards import read_manifest
-from pomona.storage import atomic_write_text, check_output_dir
+from pomona.errors import ConfigError
+from pomona.location import as_location, check_output_dir
+from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import CONFIG_FILE
 from pomona.train.trainer import auto_cpus_per_worker, default_threads, train
@@ -60,9 +62,19 @@ def check_sweep_dir(out: str, *, resume: bool) -> Path:
     """The absolute sweep directory, checked: new (or empty) for a fresh sweep, one to resume.
 
     Raises:
-        ConfigError: a fresh sweep would overwrite an existing one, or there is nothing to resume.
+        ConfigError: ``out`` is remote (Tune's state, the progress file and the ``best`` link
+            are local files), a fresh sweep would overwrite an existing one, or there is
+            nothing to resume.
     """
-    return check_output_dir(out, resume=resume, marker=SWEEP_FILE, kind="sweep", command="sweep")
+    location = check_output_dir(
+        out, resume=resume, marker=SWEEP_FILE, kind="sweep", command="sweep"
+    )
+    if location.local is None:
+        raise ConfigError(
+            f"sweep --out {out} must be a local directory or a file:// URI (on a cluster: a "
+            "volume every node mounts); --data may be a remote URI"
+        )
+    return location.local
 
 
 def read_sweep_config(sweep_dir: Path) -> SweepConfig:
@@ -161,7 +173,7 @@ def _share_cluster(config: SweepConfig, cluster_cpus: float, concurrent: int) ->
     """
     workers = config.train.num_workers * concurrent
     # Tune runs each trial in its own working directory: relative paths would not resolve.
-    shared: dict[str, Any] = {"data": str(Path(config.train.data).resolve())}
+    shared: dict[str, Any] = {"data": str(as_location(config.train.data))}
     if config.train.cpus_per_worker is None and "cpus_per_worker" not in config.space:
         free = cluster_cpus - concurrent * TRIAL_CPUS
         shared["cpus_per_worker"] = auto_cpus_per_worker(free, workers)
