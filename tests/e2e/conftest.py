@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pomona.cli import main
-from pomona.data.shards import MANIFEST_FILE, read_manifest, shard_paths
+from pomona.data.shards import MANIFEST_FILE, image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models import build_model, save_model
 from pomona.storage import sha256_file
@@ -55,7 +55,7 @@ def digits_model(digits_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     table = pq.read_table(
         shard_paths(digits_dataset, manifest, "train"), columns=["image", "label"]
     )
-    pixels = torch.from_numpy(table.column("image").combine_chunks().to_numpy_ndarray().copy())
+    pixels = torch.from_numpy(image_array(table.column("image"), manifest.image_shape).copy())
     labels = torch.tensor(table.column("label").to_pylist())
     threads = torch.get_num_threads()
     # One thread: tiny batches gain nothing from more, and the machine is shared.
