@@ -98,6 +98,8 @@ def test_streamed_split_reads_one_block_per_shard(
     dataset.explain()
     plan = capsys.readouterr().out
     assert "ReadParquet" in plan and "ListFiles" not in plan
+    # The image column is decoded inside the read tasks, not in a stage of its own.
+    assert "ReadParquet->MapBatches(_decode_images)" in plan
     shards = manifest.splits["train"].shards
     assert len(shards) > 1
     blocks = dataset.materialize()
