@@ -47,8 +47,9 @@ def pomona(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
 def digits_model(digits_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simple_cnn trained in-process with plain torch (no Ray Train) on the digits train split.
 
-    150 steps (about 4 s) reach about 97% test accuracy (3 mistakes of 90 when written): good
-    enough to name most digits, with mistakes left for the report's gallery.
+    100 steps (about 3 s) reach about 92% test accuracy (7 mistakes of 90 when written; which
+    ones depends on float rounding, e.g. torch's choice of convolution kernel): good enough to
+    name most digits, with mistakes left for the report's gallery.
     """
     manifest = read_manifest(digits_dataset)
     spec = manifest.preprocessing
@@ -64,7 +65,7 @@ def digits_model(digits_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
         torch.manual_seed(0)
         model = build_model("simple_cnn", manifest.num_classes, spec.channels)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        for _ in range(150):
+        for _ in range(100):
             batch = torch.randint(len(labels), (32,))
             loss = F.cross_entropy(model(to_model_input(pixels[batch], spec)), labels[batch])
             optimizer.zero_grad()
