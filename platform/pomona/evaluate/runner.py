@@ -35,7 +35,7 @@ from torch import nn
 
 from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_paths
+from pomona.data.shards import MANIFEST_FILE, DatasetDir, image_array, open_dataset, shard_paths
 from pomona.errors import ConfigError, DatasetError
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
@@ -344,7 +344,7 @@ def _gallery(
     found = dict(
         zip(
             table.column("path").to_pylist(),
-            table.column("image").combine_chunks().to_numpy_ndarray(),
+            image_array(table.column("image"), manifest.image_shape),
             strict=True,
         )
     )
