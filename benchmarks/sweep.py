@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+PLATFORM = str(Path(__file__).resolve().parents[1] / "platform")
+sys.path.insert(0, PLATFORM)
+# Ray's workers inherit the environment, not sys.path: they must import this checkout too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLATFORM, os.environ.get("PYTHONPATH")]))
 
-from pomona.cluster.runtime import ensure_ray
 
 SPACE = {
     "learning_rate": "loguniform(0.005, 0.5)",
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, default=None, help="write FIFO curves here")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pomona-sweep-bench-"))
+    from pomona.cluster.runtime import ensure_ray
+
     ensure_ray()  # a local Ray of its own, with pomona's defaults
     import ray
 

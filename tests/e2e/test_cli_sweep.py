@@ -87,7 +87,7 @@ def test_an_optuna_sweep_registers_its_best_trial_with_the_sweep_and_settings(
         "--register", "digits", "--registry", registry,
     )  # fmt: skip
     assert result.code == 0, result.err
-    assert "optuna" not in result.err.lower()  # Optuna's own log lines stay off the terminal
+    assert "A new study created" not in result.err  # Optuna's own log lines stay quiet
     with open(sweep_dir / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["status"] for row in rows] == ["completed", "completed"]
