@@ -92,6 +92,7 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
 
     Raises:
         ConfigError: the sweep directory is in the way, or holds no sweep to resume.
+        DatasetError: the dataset cannot be read, or a shard differs from its manifest.
     """
     sweep_dir = check_sweep_dir(config.out, resume=resume)
     tune_path = sweep_dir / TUNE_DIR
