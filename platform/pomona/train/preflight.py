@@ -2,7 +2,8 @@
 
 A mistake found here costs the user nothing: no Ray start-up, no half-made run directory.
 :func:`prepare_run` checks the run directory, verifies the checksums of the shards training
-reads, and checks the pretrained weights. The
+reads (:func:`verify_dataset`; a sweep verifies them once and each trial only checks that no
+shard was written since), and checks the pretrained weights. The
 pretrained weights are resolved to an absolute path (workers run in another working directory,
 possibly on another machine), read, and loaded into the model the dataset needs, which also
 decides whether the checkpoint's classifier head is kept. Weights named by a remote URI stay a
@@ -16,8 +17,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, open_dataset
+from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_paths
 from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
@@ -37,6 +40,61 @@ logger = logging.getLogger(__name__)
 
 #: The splits a training run reads.
 TRAIN_SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class VerifiedDataset:
+    """A dataset whose training shards matched their checksums, and how they looked then.
+
+    Attributes:
+        manifest: the dataset's manifest.
+        sha256: sha256 of its ``manifest.json``.
+        fingerprint: shard path -> (size, mtime in ns) of every shard of :data:`TRAIN_SPLITS`
+            when they were verified; any write to a shard changes it.
+    """
+
+    manifest: Manifest
+    sha256: str
+    fingerprint: dict[str, tuple[int, int]]
+
+    def unchanged(self, dataset_dir: DatasetDir) -> bool:
+        """Whether ``dataset_dir`` still holds this manifest and no shard was written since."""
+        manifest_file = as_location(dataset_dir) / MANIFEST_FILE
+        return (
+            manifest_file.is_file()
+            and manifest_file.sha256() == self.sha256
+            and _fingerprint(dataset_dir, self.manifest) == self.fingerprint
+        )
+
+
+def verify_dataset(
+    dataset_dir: DatasetDir, verified: VerifiedDataset | None = None
+) -> VerifiedDataset:
+    """Verify the checksums of the shards training reads, unless ``verified`` already did and
+    no shard was written since (a sweep verifies once, not in every trial).
+
+    Raises:
+        DatasetError: the dataset cannot be read, or a shard differs from its manifest.
+    """
+    if verified is not None and verified.unchanged(dataset_dir):
+        return verified
+    manifest = open_dataset(dataset_dir, TRAIN_SPLITS)
+    return VerifiedDataset(
+        manifest=manifest,
+        sha256=(as_location(dataset_dir) / MANIFEST_FILE).sha256(),
+        fingerprint=_fingerprint(dataset_dir, manifest),
+    )
+
+
+def _fingerprint(dataset_dir: DatasetDir, manifest: Manifest) -> dict[str, tuple[int, int]]:
+    location = as_location(dataset_dir)
+    paths = [path for split in TRAIN_SPLITS for path in shard_paths(location, manifest, split)]
+    return {
+        # A missing shard is absent from the fingerprint, so it differs from a verified one.
+        info.path: (info.size, info.mtime_ns)
+        for info in location.filesystem.get_file_info(paths)
+        if info.type == pafs.FileType.File
+    }
 
 
 @dataclass(frozen=True)
@@ -61,12 +119,17 @@ class PreparedRun:
 
 
 def prepare_run(
-    config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    registry: Registry | None = None,
+    dataset: VerifiedDataset | None = None,
 ) -> PreparedRun:
     """Check everything a user can fix, without Ray.
 
     ``registry`` is where a registry reference in ``model.weights`` is looked up (None: the
-    default registry).
+    default registry); ``dataset``, the dataset as verified earlier (see
+    :func:`verify_dataset`).
 
     Raises:
         ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
@@ -77,7 +140,8 @@ def prepare_run(
     """
     run_dir = check_run_dir(config.out, resume=resume)
     config = resolve_weights(config, registry)
-    manifest = open_dataset(config.data, TRAIN_SPLITS)
+    dataset = verify_dataset(config.data, dataset)
+    manifest = dataset.manifest
     if resume and (run_dir / CARD_FILE).is_file():
         # The weights were checked when the run started; its checkpoints have replaced them.
         initial_weights = read_card(run_dir).initial_weights
@@ -88,7 +152,7 @@ def prepare_run(
         run_dir=run_dir,
         resume=resume,
         manifest=manifest,
-        dataset_sha256=(as_location(config.data) / MANIFEST_FILE).sha256(),
+        dataset_sha256=dataset.sha256,
         initial_weights=initial_weights,
     )
 

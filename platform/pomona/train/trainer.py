@@ -55,7 +55,7 @@ from pomona.train.loop import (
     set_rng_state,
     train_one_epoch,
 )
-from pomona.train.preflight import PreparedRun, local_weights, prepare_run
+from pomona.train.preflight import PreparedRun, VerifiedDataset, local_weights, prepare_run
 from pomona.train.rendezvous import NodeAddressTorchConfig
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def train(
     resume: bool = False,
     registry: Registry | None = None,
     callbacks: Sequence[UserCallback] = (),
+    dataset: VerifiedDataset | None = None,
 ) -> list[dict[str, float]]:
     """Check, then run (or resume) training; return the per-epoch metrics rows.
 
@@ -82,12 +83,15 @@ def train(
             default registry).
         callbacks: more Ray Train callbacks for the controller (a sweep forwards each epoch's
             report to Ray Tune with one).
+        dataset: the dataset as verified earlier; its shards' checksums are not computed again
+            unless a shard was written since (see :func:`pomona.train.preflight.verify_dataset`).
 
     Raises:
         ConfigError, DatasetError, CheckpointError, ModelNotFoundError: see
             :func:`pomona.train.preflight.prepare_run`.
     """
-    return run(prepare_run(config, resume=resume, registry=registry), callbacks=callbacks)
+    prepared = prepare_run(config, resume=resume, registry=registry, dataset=dataset)
+    return run(prepared, callbacks=callbacks)
 
 
 def run(prepared: PreparedRun, *, callbacks: Sequence[UserCallback] = ()) -> list[dict[str, float]]:
