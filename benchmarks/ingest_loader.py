@@ -45,6 +45,9 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+# Ray's worker processes import pomona too (the read tasks' stages): from this checkout, not from
+# whichever checkout the venv has installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (sys.path[0], os.getenv("PYTHONPATH"))))
 
 # Only light imports at module level: ingest's spawned decoders re-import this module as
 # __mp_main__, and importing torch there would bill pomona for a cost the CLI does not have.

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from epoch_gate import wait_turn
 
-from pomona.data.shards import read_manifest, shard_paths
+from pomona.data.shards import image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models.zoo import build_model
 from pomona.train.config import ModelConfig, TrainConfig
@@ -51,7 +51,7 @@ def load_rows(dataset_dir: str, rank: int, world: int) -> tuple[torch.Tensor, to
     """This rank's contiguous share of the train split, as normalised NCHW float32 tensors."""
     manifest = read_manifest(dataset_dir)
     table = pq.read_table(shard_paths(dataset_dir, manifest, "train"), columns=["image", "label"])
-    pixels = np.concatenate([chunk.to_numpy_ndarray() for chunk in table.column("image").chunks])
+    pixels = image_array(table.column("image"), manifest.image_shape)
     labels = table.column("label").to_numpy()
     share = len(labels) // world
     rows = slice(rank * share, (rank + 1) * share)

@@ -50,14 +50,13 @@ def _timed(batches: Iterator[dict[str, torch.Tensor]], waits: list[float]) -> It
 
 def probe_worker(payload: dict[str, Any]) -> None:
     """The Ray Train worker: train every variant in turn and write rank 0's timings as JSON."""
-    import numpy as np
     import pyarrow.parquet as pq
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
 
     from pomona.data.manifest import Manifest
-    from pomona.data.shards import shard_paths
+    from pomona.data.shards import image_array, shard_paths
     from pomona.data.tensors import to_model_input
     from pomona.models.zoo import build_model
     from pomona.train.config import TrainConfig
@@ -79,9 +78,7 @@ def probe_worker(payload: dict[str, Any]) -> None:
     table = pq.read_table(shard_paths(config.data, manifest, "train"), columns=["image", "label"])
     share = table.num_rows // world
     table = table.slice(rank * share, share)
-    local_pixels = torch.from_numpy(
-        np.concatenate([c.to_numpy_ndarray() for c in table.column("image").chunks])
-    )
+    local_pixels = torch.from_numpy(image_array(table.column("image"), manifest.image_shape).copy())
     local_labels = torch.from_numpy(table.column("label").to_numpy().copy())
 
     def batches_of(variant: dict[str, Any], epoch: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: Ray kept on loopback and offline, one local Ray per session, tiny data."""
+"""Shared fixtures: Ray on loopback and offline, one local Ray per session, tiny data, the CLI."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from pomona.cluster.runtime import LOCAL_RAY_ENV
 os.environ.update(LOCAL_RAY_ENV)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
+from pomona import location
+from pomona.cli import main
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
@@ -66,3 +71,47 @@ def digits_dataset(digits_folder: Path, tmp_path_factory: pytest.TempPathFactory
         )
     )
     return out
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def pomona(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Call as ``pomona("ingest", src, out)``; returns exit code, stdout and stderr."""
+
+    def run(*args: object) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["pomona", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as done:
+            code = int(done.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """URIs ``store://PATH`` name ``<returned dir>/PATH`` through a filesystem that is not
+    pyarrow's local one, so pomona treats them as an object store (local staging, uploads,
+    marker last). The filesystem pickles, so Ray workers given a location use it too; only this
+    process parses ``store://`` strings."""
+    root = tmp_path / "store"
+    root.mkdir()
+    real = location._open_uri
+
+    def open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+        if uri.startswith("store://"):
+            return pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem()), uri[len("store://") :]
+        return real(uri)
+
+    monkeypatch.setattr(location, "_open_uri", open_uri)
+    return root

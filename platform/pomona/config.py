@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -77,9 +77,18 @@ def validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
+class TextFile(Protocol):
+    """A file that can be checked and read: a :class:`~pathlib.Path` or a
+    :class:`~pomona.location.Location` (a config inside a remote run directory)."""
+
+    def is_file(self) -> bool: ...
+
+    def read_text(self) -> str: ...
+
+
 def load_config(
     model: type[M],
-    path: str | Path | None = None,
+    path: str | Path | TextFile | None = None,
     overrides: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
 ) -> M:
@@ -87,7 +96,8 @@ def load_config(
 
     Args:
         model: the pydantic model to validate against.
-        path: a YAML file with a mapping at the top, or None for defaults only.
+        path: a YAML file with a mapping at the top (a local path or a location), or None
+            for defaults only.
         overrides: ``key=value`` strings, dotted keys for nested fields.
         flags: already-typed values (dotted keys allowed) that win over the file and ``--set``;
             ``None`` values are ignored so unset CLI flags do not clobber the file.
@@ -98,7 +108,7 @@ def load_config(
     data: dict[str, Any] = {}
     source = "configuration"
     if path is not None:
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pomona.errors import ConfigError
-
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -151,29 +149,3 @@ def remove_stale_partials(final: str | Path) -> list[Path]:
         logger.info("removing %s, left by an interrupted write of %s", path, final)
         shutil.rmtree(path, ignore_errors=True)
     return stale
-
-
-def check_output_dir(out: str, *, resume: bool, marker: str, kind: str, command: str) -> Path:
-    """The absolute output directory of a run or sweep: new (or empty) unless resuming, and
-    holding ``marker`` when resuming.
-
-    Args:
-        out: the directory as the user gave it.
-        resume: whether the command continues what is in ``out``.
-        marker: the file a resumable directory holds (e.g. its config).
-        kind: what the directory is, for messages (``run``, ``sweep``).
-        command: the ``pomona`` subcommand that resumes it.
-
-    Raises:
-        ConfigError: a fresh start would overwrite an existing directory, or there is nothing
-            to resume.
-    """
-    directory = Path(out).resolve()
-    if resume and not (directory / marker).is_file():
-        raise ConfigError(f"cannot resume: {directory} holds no {marker}")
-    if not resume and directory.exists() and any(directory.iterdir()):
-        raise ConfigError(
-            f"{kind} directory {directory} already exists; continue it with `pomona {command} "
-            f"--resume {out}` or choose another --out"
-        )
-    return directory

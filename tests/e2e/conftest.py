@@ -1,9 +1,7 @@
-"""Run the ``pomona`` CLI in-process, capturing its output and exit code; a trained model."""
+"""A model trained in-process on the digits dataset, for the CLI tests."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,51 +9,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pomona.cli import main
-from pomona.data.shards import MANIFEST_FILE, read_manifest, shard_paths
+from pomona.data.shards import MANIFEST_FILE, image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models import build_model, save_model
 from pomona.storage import sha256_file
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def pomona(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Call as ``pomona("ingest", src, out)``; returns exit code, stdout and stderr."""
-
-    def run(*args: object) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["pomona", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as done:
-            code = int(done.code or 0)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture(scope="session")
 def digits_model(digits_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simple_cnn trained in-process with plain torch (no Ray Train) on the digits train split.
 
-    150 steps (about 4 s) reach about 97% test accuracy (3 mistakes of 90 when written): good
-    enough to name most digits, with mistakes left for the report's gallery.
+    100 steps (about 3 s) reach about 92% test accuracy (7 mistakes of 90 when written; which
+    ones depends on float rounding, e.g. torch's choice of convolution kernel): good enough to
+    name most digits, with mistakes left for the report's gallery.
     """
     manifest = read_manifest(digits_dataset)
     spec = manifest.preprocessing
     table = pq.read_table(
         shard_paths(digits_dataset, manifest, "train"), columns=["image", "label"]
     )
-    pixels = torch.from_numpy(table.column("image").combine_chunks().to_numpy_ndarray().copy())
+    pixels = torch.from_numpy(image_array(table.column("image"), manifest.image_shape).copy())
     labels = torch.tensor(table.column("label").to_pylist())
     threads = torch.get_num_threads()
     # One thread: tiny batches gain nothing from more, and the machine is shared.
@@ -64,7 +37,7 @@ def digits_model(digits_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
         torch.manual_seed(0)
         model = build_model("simple_cnn", manifest.num_classes, spec.channels)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        for _ in range(150):
+        for _ in range(100):
             batch = torch.randint(len(labels), (32,))
             loss = F.cross_entropy(model(to_model_input(pixels[batch], spec)), labels[batch])
             optimizer.zero_grad()

@@ -21,7 +21,7 @@ from sklearn.metrics import (
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
-from pomona.data.shards import read_manifest, shard_paths
+from pomona.data.shards import image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models import load_model
 
@@ -34,7 +34,7 @@ def direct_predictions(model_dir: Path, dataset: Path) -> dict[str, tuple[int, n
     """path -> (true label, probabilities), computed here with the model, without Ray."""
     manifest = read_manifest(dataset)
     table = pq.read_table(shard_paths(dataset, manifest, "test"))
-    pixels = torch.from_numpy(table.column("image").combine_chunks().to_numpy_ndarray().copy())
+    pixels = torch.from_numpy(image_array(table.column("image"), manifest.image_shape).copy())
     model, card = load_model(model_dir)
     with torch.no_grad():
         probs = torch.softmax(model(to_model_input(pixels, card.preprocessing)), dim=1).numpy()

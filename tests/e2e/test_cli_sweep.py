@@ -1,12 +1,16 @@
-"""`pomona sweep` argument errors: one clear line, exit 2, and no Ray started."""
+"""`pomona sweep` from the command line: argument errors (one clear line, exit 2, no Ray), the
+optuna searcher, and what `--register` records in the version."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
+from support.fake_models import make_model_dir
 
 from pomona.cli.session import session
+from pomona.registry import Registry, SweepTrial
 
 pytestmark = pytest.mark.e2e
 
@@ -41,3 +45,72 @@ def test_sweep_errors(
     assert result.code == 2, result.out
     assert message in result.err
     assert "Traceback" not in result.err
+
+
+def test_registry_show_displays_the_sweep_and_settings_of_a_version(pomona, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    origin = SweepTrial(
+        sweep="/sweeps/digits",
+        trial="6d1e8_00003",
+        settings={"learning_rate": 0.236912, "batch_size": 64},
+        metric="val_error",
+        value=0.0855,
+    )
+    registry.register(make_model_dir(tmp_path / "model", seed=1), "digits", sweep=origin)
+    registry.register(make_model_dir(tmp_path / "other", seed=2), "digits")
+
+    shown = pomona("registry", "--registry", registry.uri, "show", "digits:1")
+    assert shown.code == 0, shown.err
+    rows = [line.split(None, 1) for line in shown.out.splitlines()]
+    rows = {row[0]: row[1].strip() for row in rows if row[0] in ("sweep", "settings")}
+    assert rows == {
+        "sweep": "/sweeps/digits trial 6d1e8_00003 (val_error 0.0855)",
+        "settings": "learning_rate=0.2369, batch_size=64",
+    }
+    plain = pomona("registry", "--registry", registry.uri, "show", "digits:2")
+    assert plain.code == 0, plain.err
+    assert "sweep" not in plain.out and "settings" not in plain.out
+
+
+@pytest.mark.ray
+def test_an_optuna_sweep_registers_its_best_trial_with_the_sweep_and_settings(
+    pomona, ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    import optuna
+
+    sweep_dir, registry = tmp_path / "sweep", tmp_path / "registry"
+    result = pomona(
+        "sweep", "--data", digits_dataset, "--out", sweep_dir, "--model", "simple_cnn",
+        "--epochs", "1", "--workers", "1", "--concurrent", "1", "--trials", "2",
+        "--scheduler", "fifo", "--searcher", "optuna", "--seed", "3",
+        "--space", "lr=loguniform(0.01, 0.3)", "--space", "momentum=uniform(0.5, 0.9)",
+        "--register", "digits", "--registry", registry,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "A new study created" not in result.err  # Optuna's own log lines stay quiet
+    with open(sweep_dir / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+
+    # Optuna's seeded TPE sampler drew the first trial's settings (its first draws are random,
+    # from its own generator), not Tune's random search.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3))
+    expected = study.ask(
+        {
+            "learning_rate": optuna.distributions.FloatDistribution(0.01, 0.3, log=True),
+            "momentum": optuna.distributions.FloatDistribution(0.5, 0.9),
+        }
+    ).params
+    first = rows[0]
+    assert float(first["learning_rate"]) == pytest.approx(expected["learning_rate"])
+    assert float(first["momentum"]) == pytest.approx(expected["momentum"])
+
+    best = min(rows, key=lambda row: float(row["best_val_error"]))
+    version = Registry(registry).get("digits:1")
+    assert version.sweep is not None
+    assert (version.sweep.sweep, version.sweep.trial) == (str(sweep_dir), best["trial"])
+    assert version.sweep.settings == {
+        "learning_rate": float(best["learning_rate"]),
+        "momentum": float(best["momentum"]),
+    }
+    assert version.sweep.value == pytest.approx(float(best["best_val_error"]))

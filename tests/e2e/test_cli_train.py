@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from support.corrupt import dataset_with_flipped_shard
 
 from pomona.cli.session import session
-from pomona.data.shards import read_manifest, write_manifest
+from pomona.data.shards import MANIFEST_FILE, read_manifest, write_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +36,7 @@ class Payload:
         (("{tmp}/missing.yaml",), "config file"),
         (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
         (("--data", "{tmp}/no_val", "--out", "{tmp}/run"), "no rows in split 'val'"),
+        (("--data", "{tmp}/format_1", "--out", "{tmp}/run"), "ingest the images again: `pomona"),
         (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "model.head"),
         (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "needs model.weights"),
     ],
@@ -50,6 +52,7 @@ def test_train_errors(
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "metrics.csv").write_text("epoch\n")
     _without_val(digits_dataset, tmp_path / "no_val")
+    _of_format_1(digits_dataset, tmp_path / "format_1")
     result = pomona("train", *(a.format(tmp=tmp_path) for a in args))
     assert result.code == 2, result.out
     assert message in result.err
@@ -65,6 +68,13 @@ def _without_val(dataset: Path, out: Path) -> None:
     manifest.splits["val"] = val.model_copy(update={"rows": 0, "shards": []})
     out.mkdir()
     write_manifest(out, manifest)
+
+
+def _of_format_1(dataset: Path, out: Path) -> None:
+    """A copy of ``dataset`` whose manifest says an older pomona wrote it."""
+    out.mkdir()
+    manifest = json.loads((dataset / MANIFEST_FILE).read_text())
+    (out / MANIFEST_FILE).write_text(json.dumps({**manifest, "schema_version": 1}))
 
 
 def test_weights_refused_by_weights_only_fail_before_ray(

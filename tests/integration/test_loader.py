@@ -9,7 +9,7 @@ import ray.data
 import torch
 
 from pomona.data.loader import Augmentation, read_split, torch_batches
-from pomona.data.shards import read_manifest
+from pomona.data.shards import image_array, read_manifest
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +29,7 @@ def test_batches_are_normalised_tensors(ray_session: None, digits_dataset: Path)
     raw, raw_labels = [], []
     for shard in manifest.splits["val"].shards:
         table = pq.read_table(digits_dataset / shard.path)
-        raw.append(table.column("image").combine_chunks().to_numpy_ndarray())
+        raw.append(image_array(table.column("image"), manifest.image_shape))
         raw_labels += table.column("label").to_pylist()
     expected = np.moveaxis((np.concatenate(raw) / 255 - spec.mean[0]) / spec.std[0], -1, 1)
 
@@ -98,6 +98,8 @@ def test_streamed_split_reads_one_block_per_shard(
     dataset.explain()
     plan = capsys.readouterr().out
     assert "ReadParquet" in plan and "ListFiles" not in plan
+    # The image column is decoded inside the read tasks, not in a stage of its own.
+    assert "ReadParquet->MapBatches(_decode_images)" in plan
     shards = manifest.splits["train"].shards
     assert len(shards) > 1
     blocks = dataset.materialize()

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from e2e.conftest import pomona  # noqa: F401  (the CLI fixture)
 from prometheus_client.parser import text_string_to_metric_families
 
 from pomona.data.manifest import Preprocessing
@@ -167,7 +166,7 @@ def _assert_same(got: list[dict], want: list[dict]) -> None:
     assert [p["score"] for p in got] == pytest.approx([p["score"] for p in want], abs=1e-5)
 
 
-def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:  # noqa: F811
+def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:
     expected = _cli_predictions(pomona, server)
     for path, want in zip(server.images, expected, strict=True):
         response = server.predict(path, version=1, top_k=3)
@@ -270,7 +269,7 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
         control.apply_batch("digits", BatchSettings())
 
 
-def test_canary_split_follows_the_weights(server: Server, pomona) -> None:  # noqa: F811
+def test_canary_split_follows_the_weights(server: Server, pomona) -> None:
     result = pomona("serve", "traffic", "digits", "production=80", "canary=20")
     assert result.code == 0, result.err
     assert "digits: split production=80% canary=20%" in result.out
@@ -284,7 +283,7 @@ def test_canary_split_follows_the_weights(server: Server, pomona) -> None:  # no
         assert pomona("serve", "traffic", "digits", "production=100").code == 0
 
 
-def test_promote_under_load_fails_no_request(server: Server, pomona) -> None:  # noqa: F811
+def test_promote_under_load_fails_no_request(server: Server, pomona) -> None:
     with Load(server) as load:
         _wait_for(lambda: len(load.versions) > 10, "load before the promote")
         result = pomona("serve", "promote", "digits", "2")

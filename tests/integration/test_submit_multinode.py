@@ -3,11 +3,18 @@
 Each node has 2 logical CPUs and each training worker reserves 1.5 (`cpus_per_worker`), so the
 two workers cannot share a node: they must land on different nodes, and each node keeps 0.5
 CPU for Ray Data.
+
+When the non-head node is removed mid-training, the head alone (2 CPUs) cannot hold the
+restarted group of two 1.5-CPU workers: Ray Train keeps trying to start it, and the test adds a
+replacement node, as KubeRay's autoscaler would. The run then resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,4 +59,42 @@ def test_two_workers_train_on_two_nodes(
     assert len(nodes) == 2
     assert len(set(nodes)) == 2, nodes
     assert [int(row["epoch"]) for row in read_metrics(run)] == [1, 2]
+    assert (run / "model.safetensors").is_file()
+
+
+def test_run_survives_losing_a_node_and_resumes_from_its_checkpoint(
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["submit", "train", "--address", cluster.dashboard, "--data", digits_dataset,
+            "--out", run, "--epochs", "8", *SPREAD]  # fmt: skip
+    outcome: list[subprocess.CompletedProcess[str] | Exception] = []
+
+    def submit() -> None:
+        try:
+            outcome.append(pomona_cli(*args, timeout_s=150))  # a hang fails, bounded
+        except subprocess.TimeoutExpired as error:
+            outcome.append(error)
+
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    deadline = time.monotonic() + 120
+    while not read_metrics(run) and submitter.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before_loss = {int(row["epoch"]) for row in read_metrics(run)}  # each one checkpointed
+    assert before_loss, f"no epoch finished before the node was to be removed: {outcome}"
+    (node,) = cluster.cluster.worker_nodes
+    cluster.cluster.remove_node(node, allow_graceful=False)
+    cluster.cluster.add_node(num_cpus=2)
+    submitter.join()
+
+    (result,) = outcome
+    assert isinstance(result, subprocess.CompletedProcess), result
+    assert result.returncode == 0, result.stderr
+    rows = {int(row["epoch"]): int(row["attempt"]) for row in read_metrics(run)}
+    assert sorted(rows) == list(range(1, 9)), rows
+    # Epochs checkpointed before the loss were kept (attempt 1), and the rest ran again from
+    # the last checkpoint (its attempt + 1): nothing but the unfinished epoch was lost.
+    assert all(rows[epoch] == 1 for epoch in before_loss), (before_loss, rows)
+    assert rows[8] >= 2, rows
     assert (run / "model.safetensors").is_file()

@@ -15,8 +15,9 @@ from pomona.data.demo import ImageFormat, Layout, write_digits
 from pomona.data.discover import LabelFrom
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import SPLITS, Manifest, Preprocessing
-from pomona.data.shards import read_manifest, verify
+from pomona.data.shards import REJECTED_FILE, read_manifest, verify
 from pomona.errors import ConfigError, DatasetError
+from pomona.location import as_location
 
 datasets_app = typer.Typer(
     help="Write bundled demo datasets as image folders.", no_args_is_help=True
@@ -50,7 +51,9 @@ def digits(
 
 def ingest_command(
     src: Annotated[Path, typer.Argument(help="Labelled image folder.")],
-    out: Annotated[Path, typer.Argument(help="Dataset directory to create.")],
+    out: Annotated[
+        str, typer.Argument(help="Dataset directory or URI (file://, s3://, gs://) to create.")
+    ],
     image_size: Annotated[str, typer.Option(help="Square side N or HxW.")] = "64",
     channels: Annotated[int, typer.Option(help="1 (grayscale) or 3 (RGB).")] = 3,
     resize: Annotated[
@@ -97,10 +100,12 @@ def ingest_command(
         manifest = ingest(config, progress=update)
     _print_summary(out, manifest)
     if manifest.rejected:
-        console.print(f"rejected files and reasons: {out / 'rejected.csv'}")
+        console.print(f"rejected files and reasons: {as_location(out) / REJECTED_FILE}")
 
 
-def inspect(dataset: Annotated[Path, typer.Argument(help="Ingested dataset directory.")]) -> None:
+def inspect(
+    dataset: Annotated[str, typer.Argument(help="Ingested dataset directory or URI.")],
+) -> None:
     """Print classes, counts per split and class, image shape; verify shard checksums."""
     manifest = read_manifest(dataset)
     _print_summary(dataset, manifest)
@@ -111,7 +116,7 @@ def inspect(dataset: Annotated[Path, typer.Argument(help="Ingested dataset direc
     console.print(f"checksums: all {shards} shards OK")
 
 
-def _print_summary(dataset: Path, manifest: Manifest) -> None:
+def _print_summary(dataset: str, manifest: Manifest) -> None:
     spec: Preprocessing = manifest.preprocessing
     console.print(
         f"dataset {dataset}: {manifest.num_classes} classes, images {spec.height}x{spec.width}x"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Column, Table
 
 from pomona.cli.console import console, progress_bar
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 ModelArgument = Annotated[
     str,
     typer.Argument(
-        help="Run or model directory, model.safetensors/model.json, or registry reference "
-        "(name, name:N, name:latest, name@alias).",
+        help="Run or model directory or URI, model.safetensors/model.json, or registry "
+        "reference (name, name:N, name:latest, name@alias).",
         show_default=False,
     ),
 ]
@@ -51,7 +52,9 @@ def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
 
 def evaluate_command(
     model: ModelArgument,
-    data: Annotated[Path, typer.Option(help="Ingested dataset directory.", show_default=False)],
+    data: Annotated[
+        str, typer.Option(help="Ingested dataset directory or URI.", show_default=False)
+    ],
     out: Annotated[
         Path, typer.Option(help="Report directory to write (replaced if it holds a report).")
     ],
@@ -67,16 +70,23 @@ def evaluate_command(
     """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""
     from pomona.evaluate.html import REPORT_FILE
     from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
+    from pomona.location import is_uri
 
     model_dir = _model_dir(model, registry)
     with progress_bar("evaluate") as bar:
-        task = bar.add_task("predict", total=None, status="")
+        # The bar appears once the checks have passed and Ray starts, not before a mistake.
+        task = TaskID(-1)
+
+        def connect() -> None:
+            nonlocal task
+            task = bar.add_task("starting Ray", total=None, status="")
+            session.connect()
 
         def update(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
         report = evaluate_model(
-            model_dir,
+            model if is_uri(model) else model_dir,
             data,
             out,
             split=split,
@@ -85,7 +95,7 @@ def evaluate_command(
             batch_size=batch_size,
             use_gpu=use_gpu,
             model_name=model,
-            connect=session.connect,
+            connect=connect,
             progress=update,
         )
     _print_report(report)

@@ -200,11 +200,26 @@ def _print_version(
         ("evaluation", _numbers(version.evaluation)),
         ("dataset sha256", version.dataset_sha256 or "-"),
         ("source", version.source or "-"),
+        *_sweep_rows(version),
         *((f"sha256 {name}", digest) for name, digest in sorted(version.files.items())),
         ("checksums", checksums),
     ):
         table.add_row(key, escape(value))
     console.print(table)
+
+
+def _sweep_rows(version: ModelVersion) -> list[tuple[str, str]]:
+    """The sweep trial a version came from, and its searched settings (none if not a sweep)."""
+    from pomona.tune.space import format_setting
+
+    origin = version.sweep
+    if origin is None:
+        return []
+    settings = ", ".join(f"{k}={format_setting(v)}" for k, v in origin.settings.items())
+    return [
+        ("sweep", f"{origin.sweep} trial {origin.trial} ({origin.metric} {origin.value:.4f})"),
+        ("settings", settings or "-"),
+    ]
 
 
 @registry_app.command("alias")

@@ -188,16 +188,23 @@ def _print_results(config: SweepConfig, results: list[TrialResult]) -> None:
 def _register(
     config: SweepConfig, results: list[TrialResult], name: str, registry: str | None
 ) -> None:
+    from pomona.registry import SweepTrial
     from pomona.tune.results import best_trial
 
     best = best_trial(results, config.mode)
-    if best is None:
+    if best is None or best.best_metric is None:
         raise ConfigError(f"nothing to register as {name!r}: no trial of the sweep saved a model")
     store = session.open_registry(registry)
-    version = store.register(Path(best.run_dir), name)
+    origin = SweepTrial(
+        sweep=str(Path(config.out).resolve()),
+        trial=best.trial,
+        settings=best.settings,
+        metric=config.metric,
+        value=best.best_metric,
+    )
+    version = store.register(Path(best.run_dir), name, sweep=origin)
     console.print(
-        f"registered {version.ref} from sweep {Path(config.out).resolve()} trial {best.trial} "
-        f"in {store.uri}",
+        f"registered {version.ref} from sweep {origin.sweep} trial {best.trial} in {store.uri}",
         markup=False,
         soft_wrap=True,
     )

@@ -23,8 +23,8 @@ def train_command(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, dotted keys; repeatable.")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Ingested dataset directory.")] = None,
-    out: Annotated[str | None, typer.Option(help="Run directory to create.")] = None,
+    data: Annotated[str | None, typer.Option(help="Ingested dataset directory or URI.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory or URI to create.")] = None,
     model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
     weights: Annotated[
         str | None,
@@ -45,7 +45,9 @@ def train_command(
     workers: Annotated[int | None, typer.Option(help="Data-parallel Ray Train workers.")] = None,
     freeze_backbone: Annotated[bool | None, typer.Option(help="Train the new head only.")] = None,
     use_gpu: Annotated[bool | None, typer.Option(help="One GPU per worker.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this directory or URI.")
+    ] = None,
 ) -> None:
     """Fine-tune a network on an ingested dataset with data-parallel SGD on Ray Train.
 
@@ -53,6 +55,7 @@ def train_command(
     enough. --resume RUN continues RUN from its last checkpoint (flags and --set may extend it,
     e.g. --epochs 20).
     """
+    from pomona.location import as_location
     from pomona.train.config import TrainConfig
     from pomona.train.run_dir import CONFIG_FILE
 
@@ -75,7 +78,7 @@ def train_command(
     if resume is not None:
         if config_file is not None:
             raise ConfigError("--resume reads RUN/config.yaml; do not pass CONFIG as well")
-        config_file, flags["out"] = resume / CONFIG_FILE, str(resume)
+        config_file, flags["out"] = as_location(resume) / CONFIG_FILE, resume
     config = load_config(TrainConfig, config_file, overrides or (), flags)
     _run_and_show(config, resume=resume is not None)
 
@@ -89,7 +92,7 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
     # Everything a user can fix is checked before Ray starts.
     prepared = prepare_run(config, resume=resume, registry=session.open_registry())
     session.connect()
-    run_dir = Path(config.out)
+    run_dir = prepared.run_dir
     done = threading.Event()
     with progress_bar("train") as bar:
         task = bar.add_task("epochs", total=config.epochs, status="starting workers")

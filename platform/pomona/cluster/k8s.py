@@ -53,8 +53,9 @@ class K8sSettings(StrictModel):
             control plane, job drivers and Serve's proxy.
         head_memory: memory of the head pod.
         gpus_per_worker: GPUs per worker pod in the GPU overlay.
-        storage: where datasets, runs and the registry live on every pod: an absolute path
-            (``file://`` accepted) that a ReadWriteMany volume claim is mounted at.
+        storage: where datasets, runs, sweeps and the registry live on every pod: an absolute
+            path (``file://`` accepted) that a ReadWriteMany volume claim is mounted at (sweeps
+            need a directory; see :mod:`pomona.location` for object-store URIs).
         storage_size: size requested by that claim.
         auth_secret: Secret holding the Ray token under the key ``auth_token``.
         serve_config: the Serve config YAML file (``pomona serve build`` writes it).
@@ -84,7 +85,9 @@ class K8sSettings(StrictModel):
         if "://" in path or not path.startswith("/"):
             raise ValueError(
                 f"storage {storage!r} must be an absolute path (or file:// URI) that the "
-                "manifests mount a shared volume at; training reads and writes local paths"
+                "manifests mount a shared volume at: the sweep RayJob keeps Ray Tune's state "
+                "in a directory; datasets, runs and the registry may also be s3:// or gs:// "
+                "URIs given to pomona directly"
             )
         return str(PurePosixPath(path))
 

@@ -18,11 +18,15 @@ logger = logging.getLogger(__name__)
 #: Environment for an embedded local Ray. Ray reads these when it is imported, so
 #: :func:`use_local_ray_defaults` must run before the first ``import ray``. Token
 #: authentication is Ray's default for a local cluster; naming it keeps it on and spares every
-#: command the WARNING that Ray prints when it has to choose.
+#: command the WARNING that Ray prints when it has to choose. Ray Train's controller polls its
+#: workers every 2 s by default, so a run's start, each epoch's report and its end wait up to
+#: 2 s each; on one machine a 0.5 s poll costs nothing and saves 1-3 s per run (every sweep
+#: trial is a run).
 LOCAL_RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "token",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
 

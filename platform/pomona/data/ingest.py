@@ -7,6 +7,13 @@ validated; shards are then assembled from memory-mapped staging files. Everythin
 a temporary sibling of OUT that is renamed into place at the end. One ingest writes an OUT at a
 time (a lock that dies with its process); it first removes what killed ingests of the same OUT
 left behind, and the decoding workers exit when their parent dies, however it dies.
+
+An OUT in an object store (``s3://``, ``gs://``) has neither renames nor locks: the dataset is
+built in a local temporary directory exactly as above, then uploaded with ``manifest.json`` last
+(after deleting the old manifest, then the old files, when overwriting). Readers therefore see a
+complete dataset or "not a dataset", never a partial one taken for complete; a killed upload
+leaves shards without a manifest, which the next ingest of OUT replaces. Two ingests of the same
+remote OUT at once are not prevented.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,9 +38,10 @@ from pomona.config import StrictModel
 from pomona.data import images
 from pomona.data.discover import Discovery, LabelFrom, SourceFile, discover
 from pomona.data.manifest import SPLITS, Manifest, Preprocessing, SplitFractions, SplitInfo
-from pomona.data.shards import REJECTED_FILE, write_manifest, write_shard
+from pomona.data.shards import MANIFEST_FILE, REJECTED_FILE, write_manifest, write_shard
 from pomona.data.split import assign_splits
 from pomona.errors import DatasetError
+from pomona.location import as_location
 from pomona.storage import (
     LockedError,
     atomic_directory,
@@ -56,7 +65,8 @@ class IngestConfig(StrictModel):
 
     Attributes:
         src: the labelled image folder.
-        out: the dataset directory to create.
+        out: the dataset directory to create: a local path or a URI (``file://``, ``s3://``,
+            ``gs://``, see :func:`pomona.location.as_location`).
         preprocessing: target size, channels, resize mode and normalisation stats.
         split: train/val/test fractions.
         seed: seed of the split and of the row order in shards.
@@ -68,7 +78,7 @@ class IngestConfig(StrictModel):
     """
 
     src: Path
-    out: Path
+    out: str | Path
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     split: SplitFractions = Field(default_factory=SplitFractions)
     seed: int = 0
@@ -93,14 +103,21 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
     """Ingest ``config.src`` into ``config.out`` and return the manifest written there.
 
     Raises:
+        ConfigError: OUT is a URI that cannot be opened.
         DatasetError: bad source or output location, fewer than two classes, a class too small
             to split, OUT exists without ``overwrite``, or another ingest is writing OUT.
     """
-    src, out = config.src.resolve(), config.out.resolve()
-    if out == src or out.is_relative_to(src):
-        raise DatasetError(f"output {out} is inside the source folder {src}; choose OUT elsewhere")
-    if out.exists() and not config.overwrite:
-        raise DatasetError(f"{out} already exists; pass --overwrite to replace it")
+    src = config.src.resolve()
+    target = as_location(config.out)
+    out = target.local
+    if out is not None:
+        out = out.resolve()
+        if out == src or out.is_relative_to(src):
+            raise DatasetError(
+                f"output {out} is inside the source folder {src}; choose OUT elsewhere"
+            )
+    if target.exists() and not config.overwrite:
+        raise DatasetError(f"{target} already exists; pass --overwrite to replace it")
     discovery = discover(src, config.label_from)
     logger.info(
         "found %d files under %s (labels from %s), %d ignored as OS or tool litter",
@@ -109,15 +126,24 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
         discovery.layout,
         discovery.ignored,
     )
-
-    try:
-        with exclusive_writer(out):
-            remove_stale_partials(out)
-            return _ingest_into(out, src, discovery, config, progress)
-    except LockedError:
-        raise DatasetError(
-            f"another pomona ingest is writing {out} now; wait for it or choose another OUT"
-        ) from None
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="pomona-ingest-") as staging:
+            built = Path(staging) / "dataset"
+            manifest = _ingest_into(built, src, discovery, config, progress)
+            target.publish_tree(built, last=MANIFEST_FILE)
+    else:
+        try:
+            with exclusive_writer(out):
+                remove_stale_partials(out)
+                manifest = _ingest_into(out, src, discovery, config, progress)
+        except LockedError:
+            raise DatasetError(
+                f"another pomona ingest is writing {out} now; wait for it or choose another OUT"
+            ) from None
+    logger.info(
+        "ingested %d images, rejected %d, into %s", manifest.ingested, manifest.rejected, target
+    )
+    return manifest
 
 
 def _ingest_into(
@@ -165,7 +191,6 @@ def _ingest_into(
             path.unlink()
         staging.rmdir()
         write_manifest(tmp, manifest)
-    logger.info("ingested %d images, rejected %d, into %s", len(accepted), rejected, out)
     return manifest
 
 

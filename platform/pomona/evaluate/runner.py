@@ -35,7 +35,7 @@ from torch import nn
 
 from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, open_dataset, shard_paths
+from pomona.data.shards import MANIFEST_FILE, DatasetDir, image_array, open_dataset, shard_paths
 from pomona.errors import ConfigError, DatasetError
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
@@ -43,9 +43,11 @@ from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
 from pomona.inference import probabilities
+from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
-from pomona.storage import atomic_directory, atomic_write_text, sha256_file
+from pomona.registry import resolve_model
+from pomona.storage import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,10 @@ _LISTED = 5
 class _Predictor:
     """Ray Data callable class: each actor loads the model once and scores many batches."""
 
-    def __init__(self, model_dir: str, use_gpu: bool) -> None:
-        self._model, self._card = load_model(model_dir, "cuda" if use_gpu else "cpu")
+    def __init__(self, model: str | Location, use_gpu: bool) -> None:
+        # A remote model is fetched on this actor's node: the driver's copy may be elsewhere.
+        directory = resolve_model(model) if isinstance(model, Location) else model
+        self._model, self._card = load_model(directory, "cuda" if use_gpu else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         probs = probabilities(self._model, self._card.preprocessing, batch["image"])
@@ -70,8 +74,8 @@ class _Predictor:
 
 
 def evaluate_model(
-    model_dir: Path,
-    dataset_dir: Path,
+    model_dir: Path | str,
+    dataset_dir: DatasetDir,
     out_dir: Path,
     *,
     split: str = "test",
@@ -89,8 +93,11 @@ def evaluate_model(
     Ray must be initialised before inference starts: already, or by ``connect``.
 
     Args:
-        model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`).
-        dataset_dir: an ingested dataset with the model's image shape and classes.
+        model_dir: a local model directory (see :func:`pomona.registry.resolve.resolve_model`),
+            or the URI of a remote one, which the driver and every inference actor fetch into
+            their node's cache.
+        dataset_dir: an ingested dataset with the model's image shape and classes (a local
+            path or a URI).
         out_dir: report directory; an existing report there is replaced.
         split: the split to evaluate.
         top_k: k of the top-k error.
@@ -114,7 +121,13 @@ def evaluate_model(
             match the model card.
         ModelNotFoundError, CheckpointError: ``model_dir`` is not a loadable model.
     """
-    model_dir, dataset_dir, out_dir = Path(model_dir), Path(dataset_dir), Path(out_dir)
+    if is_uri(model_dir):
+        source: str | Location = as_location(model_dir)
+        model_dir = resolve_model(source)
+    else:
+        model_dir = Path(model_dir)
+        source = str(model_dir.resolve())
+    dataset_dir, out_dir = as_location(dataset_dir), Path(out_dir)
     for name, value, minimum in (
         ("top-k", top_k, 1),
         ("batch size", batch_size, 1),
@@ -129,7 +142,6 @@ def evaluate_model(
     model, card = load_model(model_dir, "cpu")
     manifest = open_dataset(dataset_dir, [split])
     _check_compatible(card, manifest, dataset_dir)
-    shard_paths(dataset_dir, manifest, split)  # raises for a missing or empty split
     if connect is not None:
         connect()
     if use_gpu and not ray.cluster_resources().get("GPU"):
@@ -137,7 +149,7 @@ def evaluate_model(
     notify = progress or (lambda _stage, _done, _total: None)
 
     labels, paths, probs = _predict(
-        model_dir, dataset_dir, manifest, split, batch_size, use_gpu, max_actors, notify
+        source, dataset_dir, manifest, split, batch_size, use_gpu, max_actors, notify
     )
     metrics = compute_metrics(labels, probs, card.classes, k=top_k)
     report = EvaluationReport(
@@ -148,8 +160,8 @@ def evaluate_model(
             architecture=card.architecture,
             weights_sha256=card.weights_sha256,
         ),
-        dataset=str(dataset_dir.resolve()),
-        dataset_sha256=sha256_file(dataset_dir / MANIFEST_FILE),
+        dataset=str(dataset_dir),
+        dataset_sha256=(dataset_dir / MANIFEST_FILE).sha256(),
         split=split,
     )
     mistakes = misclassified(labels, probs)
@@ -203,7 +215,7 @@ def _check_out_dir(out_dir: Path) -> None:
         )
 
 
-def _check_compatible(card: ModelCard, manifest: Manifest, dataset_dir: Path) -> None:
+def _check_compatible(card: ModelCard, manifest: Manifest, dataset_dir: Location) -> None:
     stored, expected = manifest.preprocessing, card.preprocessing
     if stored.image_shape != expected.image_shape:
         h, w, c = expected.image_shape
@@ -242,8 +254,8 @@ def _class_difference(dataset: Sequence[str], model: Sequence[str]) -> str:
 
 
 def _predict(
-    model_dir: Path,
-    dataset_dir: Path,
+    model: str | Location,
+    dataset_dir: Location,
     manifest: Manifest,
     split: str,
     batch_size: int,
@@ -263,7 +275,7 @@ def _predict(
             dataset_dir, split, manifest=manifest, columns=("image", "label", "path")
         ).map_batches(
             _Predictor,
-            fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "use_gpu": use_gpu},
+            fn_constructor_kwargs={"model": model, "use_gpu": use_gpu},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
@@ -310,7 +322,7 @@ def _mistakes_csv(
 
 def _gallery(
     model: nn.Module,
-    dataset_dir: Path,
+    dataset_dir: Location,
     manifest: Manifest,
     split: str,
     card: ModelCard,
@@ -325,13 +337,14 @@ def _gallery(
     notify("gallery", 0, len(wanted))
     table = pq.read_table(
         shard_paths(dataset_dir, manifest, split),
+        filesystem=dataset_dir.filesystem,
         columns=["image", "path"],
         filters=[("path", "in", wanted.tolist())],
     )
     found = dict(
         zip(
             table.column("path").to_pylist(),
-            table.column("image").combine_chunks().to_numpy_ndarray(),
+            image_array(table.column("image"), manifest.image_shape),
             strict=True,
         )
     )

@@ -20,6 +20,7 @@ from torch import nn
 from pomona.config import format_validation_error
 from pomona.data.manifest import Preprocessing
 from pomona.errors import CheckpointError, ModelNotFoundError
+from pomona.location import Location, as_location
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights, ModelCard
 from pomona.models.zoo import build_model, get_head, get_spec, unwrap
 from pomona.storage import atomic_write_bytes, atomic_write_text, sha256_bytes
@@ -86,14 +87,14 @@ def save_model(
     return card
 
 
-def read_card(directory: str | Path) -> ModelCard:
-    """Read and validate ``model.json`` of a model directory.
+def read_card(directory: str | Path | Location) -> ModelCard:
+    """Read and validate ``model.json`` of a model directory (a local path or a URI).
 
     Raises:
         ModelNotFoundError: ``directory`` has no ``model.json``.
         CheckpointError: ``model.json`` is not a valid model card.
     """
-    path = Path(directory) / CARD_FILE
+    path = as_location(directory) / CARD_FILE
     if not path.is_file():
         raise ModelNotFoundError(f"no model at {directory}: {CARD_FILE} is missing")
     try:

@@ -14,18 +14,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 import safetensors.torch
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum, get_weight
 
 from pomona.errors import CheckpointError
 from pomona.models.artifact import load_model, read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.zoo import get_spec, unwrap
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def resolve_torchvision_weights(spec: str) -> WeightsEnum:
     Raises:
         CheckpointError: the name is malformed or names no torchvision weights.
     """
+    from torchvision.models import get_weight  # see pomona.models.zoo: slow to import
+
     name = spec.removeprefix(TORCHVISION_PREFIX)
     try:
         return get_weight(name)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from torch import Tensor, nn
-from torchvision import models as tv
 
 from pomona.errors import ConfigError
 
@@ -77,11 +76,13 @@ class SimpleCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def _build_torchvision(
-    factory: Callable[..., nn.Module], stem: str, num_classes: int, in_channels: int
-) -> nn.Module:
+def _build_torchvision(factory: str, stem: str, num_classes: int, in_channels: int) -> nn.Module:
+    # Imported here: torchvision takes over a second to import (it pulls in torch._dynamo), a
+    # cost every Ray Train controller, worker and sweep trial would pay for simple_cnn too.
+    from torchvision import models as tv
+
     # torchvision sizes and initialises the head itself when given num_classes with no weights.
-    model = factory(weights=None, num_classes=num_classes)
+    model = getattr(tv, factory)(weights=None, num_classes=num_classes)
     if in_channels != 3:
         old = model.get_submodule(stem)
         new = nn.Conv2d(
@@ -105,7 +106,7 @@ def _build_torchvision(
 
 
 def _torchvision(
-    factory: Callable[..., nn.Module], *, head: str, target_layer: str, stem: str, description: str
+    factory: str, *, head: str, target_layer: str, stem: str, description: str
 ) -> ArchitectureSpec:
     return ArchitectureSpec(
         builder=partial(_build_torchvision, factory, stem),
@@ -125,35 +126,35 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
         description="pomona's 3-block CNN (~24k params); small images, quick experiments",
     ),
     "resnet18": _torchvision(
-        tv.resnet18,
+        "resnet18",
         head="fc",
         target_layer="layer4",
         stem="conv1",
         description="ResNet-18 (~11M params), torchvision",
     ),
     "resnet34": _torchvision(
-        tv.resnet34,
+        "resnet34",
         head="fc",
         target_layer="layer4",
         stem="conv1",
         description="ResNet-34 (~21M params), torchvision",
     ),
     "resnet50": _torchvision(
-        tv.resnet50,
+        "resnet50",
         head="fc",
         target_layer="layer4",
         stem="conv1",
         description="ResNet-50 (~24M params), torchvision",
     ),
     "mobilenet_v3_small": _torchvision(
-        tv.mobilenet_v3_small,
+        "mobilenet_v3_small",
         head="classifier.3",
         target_layer="features",
         stem="features.0.0",
         description="MobileNetV3-Small (~1.5M params), torchvision; fast on CPU",
     ),
     "efficientnet_b0": _torchvision(
-        tv.efficientnet_b0,
+        "efficientnet_b0",
         head="classifier.1",
         target_layer="features",
         stem="features.0.0",

@@ -13,7 +13,13 @@ from pomona.registry.cache import default_cache_dir
 from pomona.registry.names import NAME_RULE, ModelRef, parse_ref, validate_alias, validate_name
 from pomona.registry.resolve import resolve_model
 from pomona.registry.store import ALIASES_FILE, Registry, default_root
-from pomona.registry.version import VERSION_FILE, IncompleteVersion, ModelVersion, check_model_dir
+from pomona.registry.version import (
+    VERSION_FILE,
+    IncompleteVersion,
+    ModelVersion,
+    SweepTrial,
+    check_model_dir,
+)
 
 __all__ = [
     "ALIASES_FILE",
@@ -23,6 +29,7 @@ __all__ = [
     "ModelRef",
     "ModelVersion",
     "Registry",
+    "SweepTrial",
     "check_model_dir",
     "default_cache_dir",
     "default_root",

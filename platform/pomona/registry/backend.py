@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import posixpath
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pyarrow.fs as pafs
 
-_CHUNK = 1 << 20
+from pomona.location import Location, as_location
+
 CLAIM_PREFIX = ".claim-"
 
 
@@ -51,11 +50,14 @@ class Backend(ABC):
         """The path of ``parts`` under the root."""
         return posixpath.join(self.root, *(str(p) for p in parts))
 
+    def at(self, path: str) -> Location:
+        """``path`` as a :class:`~pomona.location.Location` in this backend's filesystem."""
+        return Location(self.fs, path, path)
+
     def read(self, path: str) -> bytes | None:
         """A file's contents, or None when it does not exist."""
         try:
-            with self.fs.open_input_stream(path) as stream:
-                return stream.read()
+            return self.at(path).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -83,22 +85,19 @@ class Backend(ABC):
 
     def upload(self, source: Path, destination: str) -> str:
         """Copy a local file to ``destination``; returns the sha256 of the bytes written."""
-        with open(source, "rb") as local, self.fs.open_output_stream(destination) as out:
-            return _copy(local, out)
+        return self.at(destination).upload(source)
 
     def download(self, source: str, destination: Path) -> str | None:
         """Copy ``source`` to a local file; returns the sha256 of the bytes, None if missing."""
         try:
-            with self.fs.open_input_stream(source) as remote, open(destination, "wb") as out:
-                return _copy(remote, out)
+            return self.at(source).download(destination)
         except FileNotFoundError:
             return None
 
     def sha256(self, path: str) -> str | None:
         """The sha256 of a stored file, read in chunks; None when it does not exist."""
         try:
-            with self.fs.open_input_stream(path) as stream:
-                return _copy(stream)
+            return self.at(path).sha256()
         except FileNotFoundError:
             return None
 
@@ -213,35 +212,17 @@ def open_backend(
     """The backend for a registry root.
 
     Args:
-        root: a local path, or a URI with a scheme (``s3://``, ``gs://``, ``file://``); with
-            ``filesystem``, a path inside it.
+        root: a local path, or a URI with a scheme (``s3://``, ``gs://``, ``file://``, see
+            :func:`pomona.location.as_location`); with ``filesystem``, a path inside it.
         filesystem: a ready ``pyarrow.fs.FileSystem`` (e.g. an ``S3FileSystem`` with a custom
             endpoint).
     """
     root = os.fspath(root)
-    if filesystem is None and "://" in root:
-        filesystem, path = pafs.FileSystem.from_uri(root)
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            return LocalBackend(path)
-        return ObjectStoreBackend(filesystem, path, root)
-    if filesystem is None or isinstance(filesystem, pafs.LocalFileSystem):
+    if filesystem is None:
+        location = as_location(root)
+        if location.local is not None:
+            return LocalBackend(location.path)
+        return ObjectStoreBackend(location.filesystem, location.path, location.uri)
+    if isinstance(filesystem, pafs.LocalFileSystem):
         return LocalBackend(root)
     return ObjectStoreBackend(filesystem, root, root)
-
-
-class _Reader(Protocol):
-    def read(self, size: int, /) -> bytes: ...
-
-
-class _Writer(Protocol):
-    def write(self, data: bytes, /) -> object: ...
-
-
-def _copy(source: _Reader, destination: _Writer | None = None) -> str:
-    """Stream ``source`` (into ``destination``, if any) in 1 MiB chunks; the sha256 of the bytes."""
-    digest = hashlib.sha256()
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-        if destination is not None:
-            destination.write(chunk)
-    return digest.hexdigest()

@@ -1,8 +1,10 @@
-"""The local cache of versions downloaded from a remote registry.
+"""The local cache of models downloaded from a remote registry or a model URI.
 
 A remote version is downloaded once into ``<cache>/<name>/<N>-<weights sha256 prefix>/``,
 hashed while it streams in, and published there atomically; later reads reuse it while its
-files still match ``version.json``, and download it again when they do not.
+files still match ``version.json``, and download it again when they do not. A model directory
+named by URI (a run on ``s3://``) is cached the same way under ``<cache>/.uri/<card sha256
+prefix>/`` (no registry name starts with a dot) and checked against its card.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import posixpath
 from pathlib import Path
 
 from pomona.errors import CheckpointError
-from pomona.models.card import WEIGHTS_FILE
+from pomona.location import Location
+from pomona.models.artifact import read_card
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry.backend import Backend
-from pomona.registry.version import VERSION_FILE, ModelVersion, verify_files, verify_local_files
-from pomona.storage import atomic_directory
+from pomona.registry.version import (
+    VERSION_FILE,
+    ModelVersion,
+    check_model_dir,
+    verify_files,
+    verify_local_files,
+)
+from pomona.storage import atomic_directory, sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -66,4 +76,43 @@ def cached_copy(
             ),
         )
         (staging / VERSION_FILE).write_text(record.model_dump_json(indent=2))
+    return target
+
+
+def cached_model(location: Location, cache_dir: Path | None = None) -> Path:
+    """A verified local copy of the model directory at a remote ``location``.
+
+    Args:
+        location: a remote directory holding ``model.json`` and ``model.safetensors``.
+        cache_dir: the cache root; None uses :func:`default_cache_dir`.
+
+    Raises:
+        ModelNotFoundError: there is no ``model.json``.
+        CheckpointError: the card is invalid, or the weights are missing or differ from the
+            card's sha256.
+    """
+    card = read_card(location)
+    card_bytes = (location / CARD_FILE).read_bytes()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache.expanduser() / ".uri" / sha256_bytes(card_bytes)[:16]
+    if target.is_dir():
+        try:
+            check_model_dir(target)
+            return target
+        except CheckpointError as error:
+            logger.warning("downloading %s again: %s", location, error)
+    with atomic_directory(target, overwrite=True) as staging:
+        (staging / CARD_FILE).write_bytes(card_bytes)
+        weights = location / WEIGHTS_FILE
+        try:
+            actual = weights.download(staging / WEIGHTS_FILE)
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"{weights} is missing although {CARD_FILE} describes it"
+            ) from None
+        if actual != card.weights_sha256:
+            raise CheckpointError(
+                f"{weights} has sha256 {actual} but its {CARD_FILE} records "
+                f"{card.weights_sha256}: the weights were modified or corrupted"
+            )
     return target

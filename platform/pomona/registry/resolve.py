@@ -1,9 +1,10 @@
 """Turn what a user typed as MODEL into a local model directory.
 
 Every command that reads a model accepts the same forms: a run directory, a model directory or a
-registry version directory (anything holding ``model.json``), one of the two model files, or a
-registry reference (``name``, ``name:N``, ``name:latest``, ``name@alias``). Paths win over
-registry names, so ``./cats`` always means the folder even when a model ``cats`` is registered.
+registry version directory (anything holding ``model.json``), one of the two model files (each
+as a local path or a URI such as ``s3://bucket/runs/r1``), or a registry reference (``name``,
+``name:N``, ``name:latest``, ``name@alias``). Paths win over registry names, so ``./cats``
+always means the folder even when a model ``cats`` is registered.
 Whatever the form, the weights are checked against a recorded sha256 before the directory is
 returned: a path against its card's ``weights_sha256``, a registry version against
 ``version.json``.
@@ -14,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pomona.errors import ModelNotFoundError, RegistryError
+from pomona.location import Location, as_location, is_uri
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
+from pomona.registry.cache import cached_model
 from pomona.registry.names import parse_ref
 from pomona.registry.store import Registry
 from pomona.registry.version import check_model_dir
@@ -25,12 +28,14 @@ _FORMS = (
 )
 
 
-def resolve_model(reference: str, registry: Registry | None = None) -> Path:
+def resolve_model(reference: str | Location, registry: Registry | None = None) -> Path:
     """Find the local model directory ``reference`` stands for.
 
     Args:
         reference: a directory holding ``model.json``, a ``model.safetensors``/``model.json``
-            file, or a registry reference.
+            file (either as a local path or a URI or location; a remote one is downloaded into
+            the local cache, see :func:`pomona.registry.cache.cached_model`), or a registry
+            reference.
         registry: where registry references are looked up; None uses the default registry
             (``$POMONA_REGISTRY`` or ``~/.pomona/registry``).
 
@@ -39,11 +44,21 @@ def resolve_model(reference: str, registry: Registry | None = None) -> Path:
         recorded sha256 (the card's for a path, ``version.json``'s for a registry version).
 
     Raises:
+        ConfigError: ``reference`` is a URI that cannot be opened.
         ModelNotFoundError: ``reference`` is neither an existing model path nor a registered
             model; the message says what was tried.
         CheckpointError: the card does not parse, or the weights (or a registry version's
             files) no longer match their recorded sha256.
     """
+    if isinstance(reference, Location) or is_uri(reference):
+        location = as_location(reference)
+        if location.local is None:
+            if location.name in (WEIGHTS_FILE, CARD_FILE):
+                location = location.parent
+            if not (location / CARD_FILE).is_file():
+                raise ModelNotFoundError(f"{location} holds no {CARD_FILE}; {_FORMS}")
+            return cached_model(location)
+        reference = str(location.local)
     path = Path(reference).expanduser()
     if path.is_dir():
         if (path / CARD_FILE).is_file():

@@ -68,6 +68,7 @@ from pomona.registry.version import (
     VERSION_FILE,
     IncompleteVersion,
     ModelVersion,
+    SweepTrial,
     check_model_dir,
     verify_files,
 )
@@ -284,6 +285,7 @@ class Registry:
         model_dir: Path,
         name: str,
         evaluation: Mapping[str, float] | None = None,
+        sweep: SweepTrial | None = None,
     ) -> ModelVersion:
         """Publish a model directory as the next version of ``name``.
 
@@ -293,6 +295,7 @@ class Registry:
             evaluation: held-out metrics to record with the version, keyed with their split
                 as a prefix (see
                 :meth:`pomona.evaluate.report.EvaluationReport.headline_metrics`).
+            sweep: the sweep trial the model directory comes from, recorded with the version.
 
         Returns:
             The published version.
@@ -319,7 +322,7 @@ class Registry:
         try:
             # Held until published: gc leaves a version alone while a live process holds it.
             with self._backend.lock(version_dir):
-                record = self._publish(model_dir, name, number, card, hashes, evaluation)
+                record = self._publish(model_dir, name, number, card, hashes, evaluation, sweep)
         except BaseException:
             self._discard(version_dir)
             raise
@@ -334,6 +337,7 @@ class Registry:
         card: ModelCard,
         hashes: dict[str, str],
         evaluation: Mapping[str, float] | None,
+        sweep: SweepTrial | None,
     ) -> ModelVersion:
         """Copy the model files into claimed ``versions/<number>``, then write ``version.json``."""
         version_dir = self._version_dir(name, number)
@@ -353,6 +357,7 @@ class Registry:
             evaluation=dict(evaluation or {}),
             dataset_sha256=card.dataset_sha256,
             source=str(model_dir.resolve()),
+            sweep=sweep,
         )
         self._backend.write_atomic(
             posixpath.join(version_dir, VERSION_FILE),

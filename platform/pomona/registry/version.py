@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, FiniteFloat, PositiveInt, ValidationError
 
@@ -25,6 +25,25 @@ from pomona.storage import sha256_file
 
 VERSION_FILE = "version.json"
 MODEL_FILES: tuple[str, ...] = (WEIGHTS_FILE, CARD_FILE)
+
+
+class SweepTrial(StrictModel):
+    """The sweep trial a version was registered from (``pomona sweep --register``).
+
+    Attributes:
+        sweep: the sweep directory.
+        trial: the trial's id (its run directory is ``<sweep>/trials/<trial>``).
+        settings: the trial's searched training settings (dotted keys); the model card holds
+            the full training configuration.
+        metric: the metric that ranked the sweep's trials.
+        value: the trial's best value of ``metric``.
+    """
+
+    sweep: str
+    trial: str
+    settings: dict[str, Any]
+    metric: str
+    value: FiniteFloat
 
 
 class ModelVersion(StrictModel):
@@ -43,6 +62,7 @@ class ModelVersion(StrictModel):
             the version was registered without an evaluation.
         dataset_sha256: the card's dataset checksum, if any.
         source: the model directory it was registered from.
+        sweep: the sweep trial it came from; None when it was not registered from a sweep.
     """
 
     schema_version: Literal[1] = 1
@@ -56,6 +76,7 @@ class ModelVersion(StrictModel):
     evaluation: dict[str, FiniteFloat] = Field(default_factory=dict)
     dataset_sha256: str | None = None
     source: str | None = None
+    sweep: SweepTrial | None = None
 
     @property
     def ref(self) -> str:

@@ -2,10 +2,13 @@
 
 A mistake found here costs the user nothing: no Ray start-up, no half-made run directory.
 :func:`prepare_run` checks the run directory, verifies the checksums of the shards training
-reads, and checks the pretrained weights. The
+reads (:func:`verify_dataset`; a sweep verifies them once and each trial only checks that no
+shard was written since), and checks the pretrained weights. The
 pretrained weights are resolved to an absolute path (workers run in another working directory,
 possibly on another machine), read, and loaded into the model the dataset needs, which also
-decides whether the checkpoint's classifier head is kept.
+decides whether the checkpoint's classifier head is kept. Weights named by a remote URI stay a
+URI: the driver checks them through its local cache, and every worker fetches them itself
+(:func:`local_weights`), on whichever node it runs.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from pomona.data.manifest import Manifest
-from pomona.data.shards import MANIFEST_FILE, open_dataset
+from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_paths
+from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
 from pomona.models.weights import (
@@ -27,7 +33,6 @@ from pomona.models.weights import (
 )
 from pomona.models.zoo import build_model
 from pomona.registry import Registry, resolve_model
-from pomona.storage import sha256_file
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import check_run_dir
 
@@ -38,12 +43,67 @@ TRAIN_SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
+class VerifiedDataset:
+    """A dataset whose training shards matched their checksums, and how they looked then.
+
+    Attributes:
+        manifest: the dataset's manifest.
+        sha256: sha256 of its ``manifest.json``.
+        fingerprint: shard path -> (size, mtime in ns) of every shard of :data:`TRAIN_SPLITS`
+            when they were verified; any write to a shard changes it.
+    """
+
+    manifest: Manifest
+    sha256: str
+    fingerprint: dict[str, tuple[int, int]]
+
+    def unchanged(self, dataset_dir: DatasetDir) -> bool:
+        """Whether ``dataset_dir`` still holds this manifest and no shard was written since."""
+        manifest_file = as_location(dataset_dir) / MANIFEST_FILE
+        return (
+            manifest_file.is_file()
+            and manifest_file.sha256() == self.sha256
+            and _fingerprint(dataset_dir, self.manifest) == self.fingerprint
+        )
+
+
+def verify_dataset(
+    dataset_dir: DatasetDir, verified: VerifiedDataset | None = None
+) -> VerifiedDataset:
+    """Verify the checksums of the shards training reads, unless ``verified`` already did and
+    no shard was written since (a sweep verifies once, not in every trial).
+
+    Raises:
+        DatasetError: the dataset cannot be read, or a shard differs from its manifest.
+    """
+    if verified is not None and verified.unchanged(dataset_dir):
+        return verified
+    manifest = open_dataset(dataset_dir, TRAIN_SPLITS)
+    return VerifiedDataset(
+        manifest=manifest,
+        sha256=(as_location(dataset_dir) / MANIFEST_FILE).sha256(),
+        fingerprint=_fingerprint(dataset_dir, manifest),
+    )
+
+
+def _fingerprint(dataset_dir: DatasetDir, manifest: Manifest) -> dict[str, tuple[int, int]]:
+    location = as_location(dataset_dir)
+    paths = [path for split in TRAIN_SPLITS for path in shard_paths(location, manifest, split)]
+    return {
+        # A missing shard is absent from the fingerprint, so it differs from a verified one.
+        info.path: (info.size, info.mtime_ns)
+        for info in location.filesystem.get_file_info(paths)
+        if info.type == pafs.FileType.File
+    }
+
+
+@dataclass(frozen=True)
 class PreparedRun:
     """A training run whose inputs have been checked, ready for Ray Train.
 
     Attributes:
         config: the configuration, with ``model.weights`` resolved (see :func:`resolve_weights`).
-        run_dir: the absolute run directory.
+        run_dir: the run directory (local, or a URI).
         resume: continue the run in ``run_dir`` from its last checkpoint.
         manifest: the dataset's manifest; the shards of :data:`TRAIN_SPLITS` match it.
         dataset_sha256: sha256 of the dataset's ``manifest.json``.
@@ -51,7 +111,7 @@ class PreparedRun:
     """
 
     config: TrainConfig
-    run_dir: Path
+    run_dir: Location
     resume: bool
     manifest: Manifest
     dataset_sha256: str
@@ -59,12 +119,17 @@ class PreparedRun:
 
 
 def prepare_run(
-    config: TrainConfig, *, resume: bool = False, registry: Registry | None = None
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    registry: Registry | None = None,
+    dataset: VerifiedDataset | None = None,
 ) -> PreparedRun:
     """Check everything a user can fix, without Ray.
 
     ``registry`` is where a registry reference in ``model.weights`` is looked up (None: the
-    default registry).
+    default registry); ``dataset``, the dataset as verified earlier (see
+    :func:`verify_dataset`).
 
     Raises:
         ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
@@ -75,7 +140,8 @@ def prepare_run(
     """
     run_dir = check_run_dir(config.out, resume=resume)
     config = resolve_weights(config, registry)
-    manifest = open_dataset(config.data, TRAIN_SPLITS)
+    dataset = verify_dataset(config.data, dataset)
+    manifest = dataset.manifest
     if resume and (run_dir / CARD_FILE).is_file():
         # The weights were checked when the run started; its checkpoints have replaced them.
         initial_weights = read_card(run_dir).initial_weights
@@ -86,7 +152,7 @@ def prepare_run(
         run_dir=run_dir,
         resume=resume,
         manifest=manifest,
-        dataset_sha256=sha256_file(Path(config.data) / MANIFEST_FILE),
+        dataset_sha256=dataset.sha256,
         initial_weights=initial_weights,
     )
 
@@ -97,8 +163,8 @@ def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> Tr
     A weights file becomes an absolute path (relative to this process's working directory, not
     the workers'); a model (a run or model directory, one of its two files, or a registry
     reference such as ``name@alias`` looked up in ``registry``) becomes its local model directory,
-    whose weights have been checked against their recorded sha256; ``torchvision:`` names stay
-    as they are.
+    whose weights have been checked against their recorded sha256; a model at a remote URI is
+    checked the same way but stays a URI; ``torchvision:`` names stay as they are.
 
     Raises:
         ModelNotFoundError: the weights are neither a path nor a registered model.
@@ -107,6 +173,12 @@ def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> Tr
     weights = config.model.weights
     if weights is None or weights.startswith(TORCHVISION_PREFIX):
         return config
+    if is_uri(weights):
+        local = as_location(weights).local
+        if local is None:
+            resolve_model(weights, registry)
+            return config
+        weights = str(local)
     path = Path(weights).expanduser()
     if path.is_file() and path.name not in (WEIGHTS_FILE, CARD_FILE):
         resolved = path
@@ -133,9 +205,22 @@ def check_weights(config: TrainConfig, manifest: Manifest) -> InitialWeights | N
     source = config.model.weights
     if source is None:
         return None
-    head, reason = choose_head(config.model.head, source_classes(source), manifest.classes)
+    local = local_weights(source)
+    head, reason = choose_head(config.model.head, source_classes(local), manifest.classes)
     architecture = config.model.architecture
     model = build_model(architecture, manifest.num_classes, manifest.preprocessing.channels)
-    apply_pretrained(model, architecture, load_state_dict_file(source), keep_head=head == "kept")
+    apply_pretrained(model, architecture, load_state_dict_file(local), keep_head=head == "kept")
     logger.info("fine-tuning from %s with the %s head: %s", source, head, reason)
     return InitialWeights(source=source, head=head, reason=reason)
+
+
+def local_weights(source: str) -> str:
+    """Weights this process can open: a remote model URI becomes its verified local copy
+    (downloaded once per node into the cache), anything else stays as it is.
+
+    Raises:
+        ModelNotFoundError, CheckpointError: see :func:`pomona.registry.resolve_model`.
+    """
+    if is_uri(source) and as_location(source).local is None:
+        return str(resolve_model(source))
+    return source

@@ -9,6 +9,10 @@ RUN/model.json          its model card
 RUN/checkpoints/        Ray Train's storage: per-epoch checkpoints and run state; a checkpoint
                         may hold best/, the better model of an epoch since the previous one
 ```
+
+RUN is a local directory or a URI (:mod:`pomona.location`). The files other than checkpoints are
+written in a local directory (RUN itself, or a staging copy of a remote RUN, see
+:class:`RunFiles`) and uploaded from there.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import csv
 import io
 import math
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
+from pomona.location import Location, as_location, check_output_dir
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.storage import atomic_write_text, check_output_dir
+from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
 
 CONFIG_FILE = "config.yaml"
@@ -44,29 +50,30 @@ METRIC_COLUMNS = (
 )
 
 
-def check_run_dir(out: str, *, resume: bool) -> Path:
-    """The absolute run directory, checked: new (or empty) for a fresh run, a run to resume.
+def check_run_dir(out: str, *, resume: bool) -> Location:
+    """The run directory (a local path or a URI), checked: new (or empty) for a fresh run, a
+    run to resume.
 
     Raises:
-        ConfigError: a fresh run would overwrite an existing one, or there is nothing to resume.
+        ConfigError: a bad URI, a fresh run would overwrite an existing one, or there is
+            nothing to resume.
     """
     return check_output_dir(out, resume=resume, marker=CONFIG_FILE, kind="run", command="train")
 
 
-def write_config(run_dir: Path, config: TrainConfig) -> None:
+def write_config(run_dir: Path | Location, config: TrainConfig) -> None:
     """Save the resolved config as YAML."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    atomic_write_text(run_dir / CONFIG_FILE, text)
+    (as_location(run_dir) / CONFIG_FILE).write_text(text)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def read_metrics(run_dir: Path | Location) -> list[dict[str, float]]:
     """Rows of ``metrics.csv`` as floats, ordered by epoch; [] when there are none yet."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
+    try:
+        text = (as_location(run_dir) / METRICS_FILE).read_text()
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
 
 
 def record_epoch(run_dir: Path, row: Mapping[str, float]) -> list[dict[str, float]]:
@@ -86,15 +93,21 @@ def record_epoch(run_dir: Path, row: Mapping[str, float]) -> list[dict[str, floa
     return ordered
 
 
-def publish_best(checkpoint_dir: Path, run_dir: Path) -> None:
+def publish_best(checkpoint_dir: Path, run_dir: Path) -> bool:
     """Publish the better model of a checkpoint if it beats the run's published model.
 
     The checkpoint's own model is its epoch's; ``checkpoint_dir/best`` (when present) holds a
     better epoch since the previous checkpoint.
+
+    Returns:
+        Whether a model was published into ``run_dir``.
     """
-    winner = min((checkpoint_dir, checkpoint_dir / BEST_DIR), key=_val_error)
-    if _val_error(winner) < _val_error(run_dir):
-        _publish_model(winner, run_dir)
+    # best/ first: on a tie min() keeps it, and a tie keeps the earlier epoch.
+    winner = min((checkpoint_dir / BEST_DIR, checkpoint_dir), key=_val_error)
+    if _val_error(winner) >= _val_error(run_dir):
+        return False
+    _publish_model(winner, run_dir)
+    return True
 
 
 def _val_error(model_dir: Path) -> float:
@@ -114,7 +127,40 @@ def _publish_model(source_dir: Path, run_dir: Path) -> None:
         tmp.replace(run_dir / name)
 
 
-def discard_if_unstarted(run_dir: Path, *, keep_directory: bool) -> None:
+class RunFiles:
+    """A local directory holding the run's own files (metrics, curves, published model).
+
+    For a local run that is the run directory. For a remote one it is a staging directory,
+    filled with the run's files on first use (a resumed run continues its metrics and competes
+    with its published model) and uploaded file by file after each change: each upload is one
+    atomic put, weights before card as locally.
+
+    Args:
+        run: the run directory.
+    """
+
+    def __init__(self, run: Location) -> None:
+        self.run = run
+        self._staging: tempfile.TemporaryDirectory[str] | None = None
+
+    def directory(self) -> Path:
+        """The local directory to read and write the run's files in."""
+        if self.run.local is not None:
+            return self.run.local
+        if self._staging is None:
+            self._staging = tempfile.TemporaryDirectory(prefix="pomona-run-")
+            names = (METRICS_FILE, WEIGHTS_FILE, CARD_FILE)
+            self.run.download_existing(names, Path(self._staging.name))
+        return Path(self._staging.name)
+
+    def sync(self, names: list[str]) -> None:
+        """Upload the files ``names`` of :meth:`directory` to a remote run, in that order."""
+        if self.run.local is None:
+            for name in names:
+                (self.run / name).upload(self.directory() / name)
+
+
+def discard_if_unstarted(run_dir: Path | Location, *, keep_directory: bool) -> None:
     """Delete a fresh run that failed before recording an epoch, so its ``--out`` is free again.
 
     A run with at least one epoch is kept: ``--resume`` continues it.
@@ -123,12 +169,17 @@ def discard_if_unstarted(run_dir: Path, *, keep_directory: bool) -> None:
         run_dir: the run directory.
         keep_directory: it existed (empty) before the run; empty it instead of removing it.
     """
+    run_dir = as_location(run_dir)
     if read_metrics(run_dir):
         return
-    if not keep_directory:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    local = run_dir.local
+    if local is None:
+        run_dir.delete()
         return
-    for child in run_dir.iterdir():
+    if not keep_directory:
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    for child in local.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:

@@ -9,6 +9,11 @@ them; rank 0 attaches a checkpoint (model files + optimizer/scheduler/RNG state)
 Ray Train controller keeps ``metrics.csv``, ``curves.png`` and the best model in the run
 directory up to date. Worker failures restart the workers from the last checkpoint; re-running
 with the same run directory (``--resume``) continues an interrupted run.
+
+The run directory and the dataset may be URIs (:mod:`pomona.location`): Ray Train writes
+checkpoints through the run's ``pyarrow`` filesystem, the controller's callback uploads the run's
+own files after every epoch (:class:`pomona.train.run_dir.RunFiles`), and Ray Data's read tasks
+read the shards through the dataset's filesystem on whichever node they run.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from ray.train.v2.api.callback import UserCallback
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.errors import TrainingError
+from pomona.location import Location
 from pomona.models.artifact import save_model
-from pomona.models.card import InitialWeights
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
 from pomona.models.weights import apply_pretrained, load_state_dict_file
 from pomona.models.zoo import build_model, freeze_backbone, unwrap
 from pomona.registry import Registry
@@ -49,7 +55,7 @@ from pomona.train.loop import (
     set_rng_state,
     train_one_epoch,
 )
-from pomona.train.preflight import PreparedRun, prepare_run
+from pomona.train.preflight import PreparedRun, VerifiedDataset, local_weights, prepare_run
 from pomona.train.rendezvous import NodeAddressTorchConfig
 
 logger = logging.getLogger(__name__)
@@ -63,6 +69,7 @@ def train(
     resume: bool = False,
     registry: Registry | None = None,
     callbacks: Sequence[UserCallback] = (),
+    dataset: VerifiedDataset | None = None,
 ) -> list[dict[str, float]]:
     """Check, then run (or resume) training; return the per-epoch metrics rows.
 
@@ -76,12 +83,15 @@ def train(
             default registry).
         callbacks: more Ray Train callbacks for the controller (a sweep forwards each epoch's
             report to Ray Tune with one).
+        dataset: the dataset as verified earlier; its shards' checksums are not computed again
+            unless a shard was written since (see :func:`pomona.train.preflight.verify_dataset`).
 
     Raises:
         ConfigError, DatasetError, CheckpointError, ModelNotFoundError: see
             :func:`pomona.train.preflight.prepare_run`.
     """
-    return run(prepare_run(config, resume=resume, registry=registry), callbacks=callbacks)
+    prepared = prepare_run(config, resume=resume, registry=registry, dataset=dataset)
+    return run(prepared, callbacks=callbacks)
 
 
 def run(prepared: PreparedRun, *, callbacks: Sequence[UserCallback] = ()) -> list[dict[str, float]]:
@@ -91,7 +101,7 @@ def run(prepared: PreparedRun, *, callbacks: Sequence[UserCallback] = ()) -> lis
     ``--out`` can be used again.
     """
     run_dir = prepared.run_dir
-    existed = run_dir.exists()
+    existed = run_dir.is_dir()
     rundir.write_config(run_dir, prepared.config)
     try:
         _fit(prepared, callbacks)
@@ -139,10 +149,11 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
         },
         run_config=RunConfig(
             name=rundir.CHECKPOINTS,
-            storage_path=str(prepared.run_dir),
+            storage_path=prepared.run_dir.path,
+            storage_filesystem=prepared.run_dir.filesystem,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint.keep),
-            callbacks=[RunDirectoryCallback(str(prepared.run_dir)), *callbacks],
+            callbacks=[RunDirectoryCallback(prepared.run_dir), *callbacks],
         ),
     )
     trainer.fit()
@@ -177,23 +188,26 @@ class RunDirectoryCallback(UserCallback):
     """Runs in the Ray Train controller: after each report, record the epoch's metrics, redraw
     the curves and publish the checkpoint's model (or the better model of an earlier epoch
     that came with it, see :class:`BestSinceCheckpoint`) if it has the best validation error
-    so far."""
+    so far; then upload what changed when the run directory is remote."""
 
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Location) -> None:
+        self.files = rundir.RunFiles(run_dir)
 
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
     ) -> None:
         from pomona.plots import plot_curves
 
-        run_dir = Path(self.run_dir)
+        run_dir = self.files.directory()
         row = metrics[0]
         rows = rundir.record_epoch(run_dir, row)
         plot_curves(rows, run_dir / rundir.CURVES_FILE)
+        changed = [rundir.METRICS_FILE, rundir.CURVES_FILE]
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                rundir.publish_best(Path(directory), run_dir)
+                if rundir.publish_best(Path(directory), run_dir):
+                    changed += [WEIGHTS_FILE, CARD_FILE]
+        self.files.sync(changed)
         logger.info(
             "epoch %d: train loss %.4f error %.4f | val loss %.4f error %.4f | %.0f samples/s",
             row["epoch"],
@@ -224,7 +238,7 @@ def _train_worker(payload: dict[str, Any]) -> None:
         else InitialWeights.model_validate(payload["initial_weights"])
     )
     if initial is not None and checkpoint is None:
-        state = load_state_dict_file(initial.source)
+        state = load_state_dict_file(local_weights(initial.source))
         report = apply_pretrained(model, architecture, state, keep_head=initial.head == "kept")
         logger.info("pretrained weights from %s: %s", initial.source, report)
     if config.model.freeze_backbone:

@@ -30,9 +30,11 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pomona.config import validate
-from pomona.data.shards import read_manifest
-from pomona.storage import atomic_write_text, check_output_dir
+from pomona.errors import ConfigError
+from pomona.location import as_location, check_output_dir
+from pomona.storage import atomic_write_text
 from pomona.train.config import TrainConfig
+from pomona.train.preflight import VerifiedDataset, verify_dataset
 from pomona.train.run_dir import CONFIG_FILE
 from pomona.train.trainer import auto_cpus_per_worker, default_threads, train
 from pomona.tune.config import TRIALS_DIR, SweepConfig, trial_config
@@ -60,9 +62,19 @@ def check_sweep_dir(out: str, *, resume: bool) -> Path:
     """The absolute sweep directory, checked: new (or empty) for a fresh sweep, one to resume.
 
     Raises:
-        ConfigError: a fresh sweep would overwrite an existing one, or there is nothing to resume.
+        ConfigError: ``out`` is remote (Tune's state, the progress file and the ``best`` link
+            are local files), a fresh sweep would overwrite an existing one, or there is
+            nothing to resume.
     """
-    return check_output_dir(out, resume=resume, marker=SWEEP_FILE, kind="sweep", command="sweep")
+    location = check_output_dir(
+        out, resume=resume, marker=SWEEP_FILE, kind="sweep", command="sweep"
+    )
+    if location.local is None:
+        raise ConfigError(
+            f"sweep --out {out} must be a local directory or a file:// URI (on a cluster: a "
+            "volume every node mounts); --data may be a remote URI"
+        )
+    return location.local
 
 
 def read_sweep_config(sweep_dir: Path) -> SweepConfig:
@@ -92,18 +104,24 @@ def run_sweep(config: SweepConfig, *, resume: bool = False) -> list[TrialResult]
 
     Raises:
         ConfigError: the sweep directory is in the way, or holds no sweep to resume.
+        DatasetError: the dataset cannot be read, or a shard differs from its manifest.
     """
     sweep_dir = check_sweep_dir(config.out, resume=resume)
-    read_manifest(config.train.data)  # one clear error now rather than one per trial
     tune_path = sweep_dir / TUNE_DIR
     cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
     concurrent = config.concurrent_trials or auto_concurrent_trials(
         cluster_cpus, config.train.num_workers, config.total_trials
     )
     base = _share_cluster(config, cluster_cpus, concurrent)
+    # Once for the sweep rather than once per trial; a trial verifies the shards again only
+    # if one was written since.
+    dataset = verify_dataset(base.data)
     trainable = tune.with_resources(
         tune.with_parameters(
-            _run_trial, base=base.model_dump(mode="json"), trials_dir=str(sweep_dir / TRIALS_DIR)
+            _run_trial,
+            base=base.model_dump(mode="json"),
+            trials_dir=str(sweep_dir / TRIALS_DIR),
+            dataset=dataset,
         ),
         {"cpu": TRIAL_CPUS},
     )
@@ -161,7 +179,7 @@ def _share_cluster(config: SweepConfig, cluster_cpus: float, concurrent: int) ->
     """
     workers = config.train.num_workers * concurrent
     # Tune runs each trial in its own working directory: relative paths would not resolve.
-    shared: dict[str, Any] = {"data": str(Path(config.train.data).resolve())}
+    shared: dict[str, Any] = {"data": str(as_location(config.train.data))}
     if config.train.cpus_per_worker is None and "cpus_per_worker" not in config.space:
         free = cluster_cpus - concurrent * TRIAL_CPUS
         shared["cpus_per_worker"] = auto_cpus_per_worker(free, workers)
@@ -176,9 +194,12 @@ def _searcher(config: SweepConfig, concurrent: int) -> Any:
     (Tune ignores ``TuneConfig.max_concurrent_trials`` when given a ``BasicVariantGenerator``.)
     """
     if config.searcher == "optuna":
+        import optuna
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        # Optuna logs every study and trial on stderr; the sweep's table already shows them.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         return ConcurrencyLimiter(OptunaSearch(seed=config.seed), max_concurrent=concurrent)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -200,11 +221,13 @@ def _scheduler(config: SweepConfig) -> Any:
     )
 
 
-def _run_trial(settings: dict[str, Any], base: dict[str, Any], trials_dir: str) -> None:
+def _run_trial(
+    settings: dict[str, Any], base: dict[str, Any], trials_dir: str, dataset: VerifiedDataset
+) -> None:
     """One trial (runs in a Tune trial actor): train with the trial's settings, report to Tune."""
     trial_id = tune.get_context().get_trial_id()
     out = Path(trials_dir) / trial_id
     config: TrainConfig = trial_config(TrainConfig.model_validate(base), settings, str(out))
     # A trial interrupted by a killed driver continues its own Ray Train run from its checkpoint.
     resume = (out / CONFIG_FILE).is_file()
-    train(config, resume=resume, callbacks=[TuneReportCallback()])
+    train(config, resume=resume, callbacks=[TuneReportCallback()], dataset=dataset)

@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 import pytest
-from conftest import bomb_png, gradient, png_bytes
 from PIL import Image, ImageOps
+from support.images import bomb_png, gradient, png_bytes
 
 from pomona.data.images import ImageRejected, preprocess
 from pomona.data.manifest import Preprocessing

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import bomb_png, gradient, png_bytes, write
 from PIL import Image
+from support.images import bomb_png, gradient, png_bytes, write
 
 from pomona.data import ingest as ingest_module
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
-from pomona.data.shards import read_manifest, verify
+from pomona.data.shards import image_array, read_manifest, verify
 from pomona.errors import DatasetError
 
 SPEC = Preprocessing(height=8, width=8, channels=3)
@@ -67,7 +67,7 @@ def test_ingest_writes_manifest_shards_and_counts(tmp_path: Path) -> None:
     first = rows["train"][0]
     assert first["label"] == ["cat", "dog"].index(first["label_name"])
     table = pq.read_table(tmp_path / "out" / manifest.splits["val"].shards[0].path)
-    assert table.column("image").combine_chunks().to_numpy_ndarray().shape[1:] == (8, 8, 3)
+    assert image_array(table.column("image"), manifest.image_shape).shape[1:] == (8, 8, 3)
     assert not list((tmp_path / "out").glob(".staging*"))
 
 

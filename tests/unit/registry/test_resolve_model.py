@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,24 @@ def test_a_flipped_byte_in_a_run_directory_is_refused(
     flip_byte(run / WEIGHTS_FILE)
     with pytest.raises(CheckpointError, match=r"model\.safetensors has sha256 .* but its card"):
         resolve_model(str(run / given), registry)
+
+
+def test_a_model_in_an_object_store_is_downloaded_once_and_checked(
+    object_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POMONA_CACHE", str(tmp_path / "cache"))
+    make_model_dir(object_store / "bucket" / "run")
+    local = resolve_model("store://bucket/run")
+    assert local.is_relative_to(tmp_path / "cache")
+    assert (local / WEIGHTS_FILE).read_bytes() == (
+        object_store / "bucket/run" / WEIGHTS_FILE
+    ).read_bytes()
+    assert resolve_model("store://bucket/run/model.safetensors") == local
+    assert resolve_model("store://bucket/run/model.json") == local
+
+    flip_byte(object_store / "bucket/run" / WEIGHTS_FILE)
+    shutil.rmtree(local)
+    with pytest.raises(CheckpointError, match=r"store://bucket/run/model.safetensors has sha256"):
+        resolve_model("store://bucket/run")
+    with pytest.raises(ModelNotFoundError, match=r"store://bucket/nothing holds no model.json"):
+        resolve_model("store://bucket/nothing")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from support.corrupt import dataset_with_flipped_shard
+from support.corrupt import dataset_with_flipped_shard, flip_byte
 
 from pomona.data.shards import read_manifest
 from pomona.errors import CheckpointError, DatasetError
 from pomona.models import build_model, save_model
 from pomona.registry import Registry
+from pomona.train import preflight
 from pomona.train.config import TrainConfig
-from pomona.train.preflight import prepare_run, resolve_weights
+from pomona.train.preflight import prepare_run, resolve_weights, verify_dataset
 
 
 class Payload:
@@ -98,3 +100,25 @@ def test_a_flipped_shard_byte_is_refused(tmp_path: Path, digits_dataset: Path) -
     shard = dataset_with_flipped_shard(digits_dataset, tmp_path / "ds")
     with pytest.raises(DatasetError, match=f"train: {shard} checksum"):
         prepare_run(config(tmp_path / "ds", tmp_path / "run"))
+
+
+def test_a_verified_dataset_is_not_hashed_again_until_a_shard_is_written(
+    tmp_path: Path, digits_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = tmp_path / "ds"
+    shutil.copytree(digits_dataset, dataset)  # keeps the shards' modification times
+    verified = verify_dataset(str(dataset))
+
+    def verify_again(*args: object) -> None:
+        raise AssertionError("the shards were hashed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(preflight, "open_dataset", verify_again)
+        assert verify_dataset(str(dataset), verified) is verified
+        prepared = prepare_run(config(dataset, tmp_path / "run"), dataset=verified)
+        assert prepared.dataset_sha256 == verified.sha256
+
+    shard = read_manifest(dataset).splits["val"].shards[0].path
+    flip_byte(dataset / shard)
+    with pytest.raises(DatasetError, match=f"val: {shard} checksum"):
+        verify_dataset(str(dataset), verified)

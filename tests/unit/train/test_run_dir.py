@@ -69,6 +69,17 @@ def test_the_best_model_of_a_checkpoint_is_published_only_when_it_improves(
     assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_a_tie_publishes_the_earlier_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = model_dir(tmp_path / "c4", 4, 0.25)
+    model_dir(checkpoint / BEST_DIR, 1, 0.25)  # as good, and earlier
+    assert publish_best(checkpoint, run)
+    assert published_epoch(run) == 1
+    assert not publish_best(model_dir(tmp_path / "c5", 5, 0.25), run)
+    assert published_epoch(run) == 1
+
+
 def test_a_run_without_an_epoch_is_discarded(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     (fresh / "checkpoints").mkdir(parents=True)
@@ -87,3 +98,36 @@ def test_a_run_without_an_epoch_is_discarded(tmp_path: Path) -> None:
     record_epoch(started, row(1, 0.4))
     discard_if_unstarted(started, keep_directory=False)
     assert read_metrics(started)  # resumable, so kept
+
+
+def test_a_remote_run_is_staged_locally_and_uploaded(object_store: Path, tmp_path: Path) -> None:
+    from pomona.location import as_location
+    from pomona.train.run_dir import CURVES_FILE, METRICS_FILE, RunFiles
+
+    run = as_location("store://bucket/run")
+    earlier = tmp_path
+    record_epoch(earlier, row(1, 0.4))
+    (run / METRICS_FILE).upload(earlier / METRICS_FILE)  # a run being resumed
+    files = RunFiles(run)
+    staging = files.directory()
+    assert staging != object_store and read_metrics(staging)[0]["epoch"] == 1
+    record_epoch(staging, row(2, 0.3))
+    (staging / CURVES_FILE).write_bytes(b"png")
+    files.sync([METRICS_FILE, CURVES_FILE])
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    assert (object_store / "bucket/run" / CURVES_FILE).read_bytes() == b"png"
+
+    discard_if_unstarted(run, keep_directory=False)  # it has epochs: kept
+    assert run.exists()
+    (object_store / "bucket/run" / METRICS_FILE).unlink()
+    discard_if_unstarted(run, keep_directory=False)
+    assert not run.exists()
+
+
+def test_a_local_run_is_its_own_staging(tmp_path: Path) -> None:
+    from pomona.location import as_location
+    from pomona.train.run_dir import RunFiles
+
+    files = RunFiles(as_location(tmp_path))
+    assert files.directory() == tmp_path
+    files.sync(["metrics.csv"])  # nothing to upload, and no file needed

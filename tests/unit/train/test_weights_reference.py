@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,21 @@ def test_plain_weights_files_are_left_as_they_are(tmp_path: Path) -> None:
     plain.write_bytes((make_model_dir(tmp_path / "model") / WEIGHTS_FILE).read_bytes())
     for weights in (str(plain), "torchvision:ResNet18_Weights.IMAGENET1K_V1"):
         assert weights_of(config_with(weights)) == weights
+
+
+def test_remote_weights_stay_a_uri_that_each_process_fetches(
+    object_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pomona.train.preflight import local_weights
+
+    monkeypatch.setenv("POMONA_CACHE", str(tmp_path / "cache"))
+    make_model_dir(object_store / "bucket" / "run")
+    assert weights_of(config_with("store://bucket/run")) == "store://bucket/run"
+    local = Path(local_weights("store://bucket/run"))
+    assert local.is_relative_to(tmp_path / "cache") and (local / WEIGHTS_FILE).is_file()
+    other = make_model_dir(tmp_path / "other")
+    assert weights_of(config_with(f"file://{other}")) == str(other)  # file:// is a local path
+    flip_byte(object_store / "bucket" / "run" / WEIGHTS_FILE)
+    shutil.rmtree(local)  # the cached copy is intact: it would be used as it is
+    with pytest.raises(CheckpointError, match=r"store://bucket/run/model.safetensors has sha256"):
+        weights_of(config_with("store://bucket/run"))
