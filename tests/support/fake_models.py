@@ -10,8 +10,9 @@ from pomona.data.manifest import Preprocessing
 from pomona.models import build_model, save_model
 
 
-def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A valid model directory whose weights depend on ``seed`` (so checksums differ)."""
+def make_model_dir(path: Path, seed: int = 0, metrics: dict[str, float] | None = None) -> Path:
+    """A valid model directory whose weights depend on ``seed`` (so checksums differ); its card
+    records ``metrics`` (default: a val_error that depends on ``seed``)."""
     torch.manual_seed(seed)
     save_model(
         path,
@@ -19,7 +20,7 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
         architecture="simple_cnn",
         classes=["cat", "dog"],
         preprocessing=Preprocessing(height=8, width=8, channels=1),
-        metrics={"val_error": 0.1 + seed / 100},
+        metrics=metrics if metrics is not None else {"val_error": 0.1 + seed / 100},
     )
     return path
 

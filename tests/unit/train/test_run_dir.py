@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pomona.data.manifest import Preprocessing
-from pomona.models.artifact import read_card, save_model
-from pomona.models.zoo import build_model
+from support.fake_models import make_model_dir
+
+from pomona.models.artifact import read_card
 from pomona.train.run_dir import (
     BEST_DIR,
     METRIC_COLUMNS,
@@ -37,15 +37,7 @@ def test_record_epoch_orders_and_replaces_rows(tmp_path: Path) -> None:
 
 
 def model_dir(directory: Path, epoch: int, val_error: float) -> Path:
-    save_model(
-        directory,
-        build_model("simple_cnn", 2, 1),
-        architecture="simple_cnn",
-        classes=["a", "b"],
-        preprocessing=Preprocessing(height=8, width=8, channels=1),
-        metrics={"epoch": epoch, "val_error": val_error},
-    )
-    return directory
+    return make_model_dir(directory, metrics={"epoch": epoch, "val_error": val_error})
 
 
 def published_epoch(run: Path) -> int:
