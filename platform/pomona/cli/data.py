@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from pomona.cli.console import console, progress_bar
@@ -92,10 +93,14 @@ def ingest_command(
         IngestConfig, {k: v for k, v in values.items() if v is not None}, "ingest options"
     )
     with progress_bar("ingest") as bar:
-        task = bar.add_task("ingest", total=None, status="")
+        # Created at the first report, once the checks passed and the files are found: a
+        # mistake prints its error line without an empty bar above it.
+        tasks: list[TaskID] = []
 
         def update(done: int, rejected: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, status=f"{rejected} rejected")
+            if not tasks:
+                tasks.append(bar.add_task("ingest", total=total, status=""))
+            bar.update(tasks[0], completed=done, total=total, status=f"{rejected} rejected")
 
         manifest = ingest(config, progress=update)
     _print_summary(out, manifest)
