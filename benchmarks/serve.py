@@ -10,10 +10,10 @@ same PNG bytes and the same number of concurrent clients:
 
 a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4 or 16),
    2 torch threads: the ceiling.
-b. pomona: as ``pomona serve`` runs it (the same Serve config and direct ingress, 2 model
-   replicas x 1 torch thread, ``num_cpus=0``), batched (max 16, 5 ms); then the same at half
+b. pomona: as ``pomona serve`` runs it (the same Serve config and direct ingress: one replica,
+   2 torch threads, ``num_cpus=0``), batched (max 16, 5 ms); then the same at half
    of that throughput, sent open loop at a fixed rate (the p99/p50 goal); then unbatched
-   (max 1, the same replicas reconfigured through ``user_config``).
+   (max 1, the same replica reconfigured through ``user_config``).
 c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch threads) that
    decodes with the same :func:`pomona.inference.decode` and answers the same JSON.
 
@@ -223,12 +223,9 @@ def _pomona(
     from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.plan import plan_routing, serve_config
 
-    # As `pomona serve` runs it: the ingress replica answers on `direct`, the proxy on a spare
-    # port.
+    # As `pomona serve` runs it: the replica answers on `direct`, the proxy on a spare port.
     args = AppArgs(registry=str(registry), references=[name])
-    options = ServeOptions(
-        port=_free_port(), min_replicas=2, max_replicas=2, max_queued_requests=256
-    )
+    options = ServeOptions(port=_free_port(), max_queued_requests=256)
     control.deploy(serve_config(args, plan_routing(args), options))
     url = f"http://127.0.0.1:{direct}/v1/models/{name}/predict"
     try:

@@ -34,19 +34,21 @@ def registry(digits_model: Path, tmp_path: Path) -> Path:
 def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "serve" / "pomona.yaml"
     result = pomona(
-        "--registry", registry, "serve", "build", "digits", "--out", out, "--max-batch-size", "8"
-    )
+        "--registry", registry, "serve", "build", "digits", "--out", out, "--max-batch-size", "8",
+        "--max-replicas", "3",
+    )  # fmt: skip
     assert result.code == 0, result.err
     assert result.out == f"wrote {out}\n"
     config = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
     (app,) = config.applications
     assert app.import_path == "pomona.serving.app:build_app"
     assert AppArgs.model_validate(app.args).references == ["digits"]
-    api, model = app.deployments
+    (api,) = app.deployments
     routing = Routing.model_validate(api.user_config)
     assert routing.models["digits"].targets == {"production": 1, "latest": 1}
-    assert model.user_config == {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+    assert routing.models["digits"].batch.max_batch_size == 8
     assert config.http_options.host == "127.0.0.1"
+    assert api.autoscaling_config["max_replicas"] == 3
 
 
 def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -> None:

@@ -68,8 +68,18 @@ MaxBatch = Annotated[int, typer.Option(min=1, help="Most images per forward pass
 BatchWait = Annotated[
     float, typer.Option(min=0.0, help="Longest wait for a batch to fill, in seconds.")
 ]
-MinReplicas = Annotated[int, typer.Option(min=0, help="Fewest replicas per model.")]
-MaxReplicas = Annotated[int, typer.Option(min=1, help="Most replicas per model (autoscaling).")]
+MinReplicas = Annotated[int, typer.Option(min=0, help="Fewest replicas (autoscaling).")]
+MaxReplicas = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Most replicas (autoscaling). One replica answers HTTP itself; more are reached "
+        "through Serve's proxy.",
+    ),
+]
+TorchThreads = Annotated[
+    int, typer.Option(min=1, help="Torch threads per replica (the cores one replica may use).")
+]
 MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP 503.")]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
 
@@ -83,7 +93,8 @@ class PlanOptions:
     max_batch_size: int = 16
     batch_wait_s: float = 0.005
     min_replicas: int = 1
-    max_replicas: int = 2
+    max_replicas: int = 1
+    torch_threads: int = 2
     max_queued: int = 64
     max_body_bytes: int = 10 * 1024 * 1024
 
@@ -95,6 +106,7 @@ _OPTION_TYPES = {
     "batch_wait_s": BatchWait,
     "min_replicas": MinReplicas,
     "max_replicas": MaxReplicas,
+    "torch_threads": TorchThreads,
     "max_queued": MaxQueued,
     "max_body_bytes": MaxBody,
 }
@@ -144,6 +156,7 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
             "registry": session.open_registry().uri,
             "references": models,
             "max_body_bytes": options.max_body_bytes,
+            "torch_threads": options.torch_threads,
         },
         "serve arguments",
     )
@@ -162,7 +175,7 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
         },
         "serve options",
     )
-    return serve_config(args, plan_routing(args), serve_options)
+    return serve_config(args, plan_routing(args, batch=serve_options.batch), serve_options)
 
 
 @serve_app.command(_START, hidden=True)
@@ -215,8 +228,9 @@ class Endpoints:
 def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
     """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
 
-    A local Ray started here serves HTTP from the ingress replica itself on the config's port
-    (:func:`~pomona.serving.config.direct_ingress_env`), Serve's proxy on a spare port.
+    When a local Ray is started here for one replica, that replica serves HTTP itself on the
+    config's port (:func:`~pomona.serving.config.direct_ingress_env`), Serve's proxy on a spare
+    port; otherwise Serve's proxy answers on the config's port.
 
     Args:
         config: from :func:`plan`.
@@ -226,14 +240,15 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
 
     from pomona.cluster.runtime import cluster_address, ensure_ray
     from pomona.serving.config import direct_ingress_env
+    from pomona.serving.plan import has_one_replica
 
     # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
     # a shared cluster stays, and on a shared cluster only our application is removed.
     started = not ray.is_initialized()
     local = cluster_address(session.address) is None
     http = config["http_options"]
-    if started and local:
-        # The ingress replica answers on the port asked for; Serve's proxy gets a spare one.
+    if started and local and has_one_replica(config):
+        # The replica answers on the port asked for; Serve's proxy gets a spare one.
         os.environ.update(direct_ingress_env(http["port"]))
         config = {**config, "http_options": {**http, "port": free_port()}}
     from pomona.serving import control

@@ -1,5 +1,5 @@
-"""Ray Serve deployments for registry models: batched model replicas, a routing HTTP ingress,
-``pomona_*`` metrics, and the control calls behind ``pomona serve``.
+"""Ray Serve for registry models: one deployment whose replicas route, decode and run batched
+forward passes, ``pomona_*`` metrics, and the control calls behind ``pomona serve``.
 
 The pure parts (:mod:`~pomona.serving.config`, :mod:`~pomona.serving.plan`,
 :mod:`~pomona.serving.oip`, :mod:`~pomona.serving.schema`) import no Ray; the rest is the only

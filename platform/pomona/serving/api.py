@@ -1,4 +1,4 @@
-"""The HTTP API: a FastAPI ingress that resolves models and versions and calls their deployments.
+"""The HTTP API: a FastAPI ingress that resolves models and versions and answers from them.
 
 Routes (OpenAPI page at ``/docs``):
 
@@ -11,8 +11,9 @@ Routes (OpenAPI page at ``/docs``):
 
 ``{model}`` is ``name``, ``name:N`` or ``name@alias``; ``?version=`` and ``?alias=`` pin too.
 Requests that pin nothing follow the model's traffic split. Every answer names the version that
-produced it, in the JSON and in the ``Pomona-Model-Version`` header. Images are decoded here,
-outside the model deployments' batched forward pass.
+produced it, in the JSON and in the ``Pomona-Model-Version`` header. Each replica holds every
+version its routing table serves (:mod:`pomona.serving.model`); images are decoded on the
+replica's event loop, outside the batched forward pass.
 """
 
 import asyncio
@@ -23,14 +24,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,9 +37,10 @@ from pomona.config import format_validation_error
 from pomona.errors import ConfigError, InvalidRequestError, PomonaError
 from pomona.inference import decode, top_classes
 from pomona.models.card import ModelCard
-from pomona.registry import parse_ref
+from pomona.registry import Registry, parse_ref
 from pomona.serving.config import MAX_TOP_K, AppArgs, Routing
-from pomona.serving.metrics import ingress_metrics
+from pomona.serving.metrics import ingress_metrics, model_metrics
+from pomona.serving.model import ServedVersion, load_version
 from pomona.serving.oip import (
     InferRequest,
     UnprocessableInput,
@@ -77,7 +77,7 @@ class UnsupportedMediaType(InvalidRequestError):
 
 
 class Unavailable(PomonaError):
-    """A model deployment is full or restarting; the client should retry (HTTP 503)."""
+    """The server cannot answer yet; the client should retry (HTTP 503)."""
 
     http_status = 503
 
@@ -189,40 +189,57 @@ def _predict_route(
 @serve.deployment
 @serve.ingress(app)
 class Api:
-    """The ingress deployment.
+    """The one deployment: HTTP, image decoding and the served versions' forward passes.
 
     Args:
-        args: the application's arguments (limits).
-        models: model name -> handle of its model deployment.
+        args: the application's arguments (registry, limits, torch threads).
     """
 
-    def __init__(self, args: dict[str, Any], models: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, args: dict[str, Any]) -> None:
         self._args = AppArgs.model_validate(args)
-        self._models = models
+        self._registry = Registry(self._args.registry)
         self._routing: Routing | None = None
-        self._cards: dict[tuple[str, int], ModelCard] = {}
+        self._versions: dict[tuple[str, int], ServedVersion] = {}
         self._rng = random.Random()
+        self._model_metrics = model_metrics()
+        # More intra-op threads than the cores a replica can use only adds hand-offs.
+        torch.set_num_threads(self._args.torch_threads)
         app.state.metrics = ingress_metrics()
         app.state.retry_after = max(1, round(self._args.retry_after_s))
         app.state.max_body_bytes = self._args.max_body_bytes
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Take a new routing table (Serve calls this for ``user_config``, no restart)."""
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Take a new routing table (Serve calls this for ``user_config``, no restart).
+
+        Versions it adds are loaded (checksums verified) before it takes effect, so a promote
+        never sends a request to a version that is still loading; versions it drops are
+        released once their last request is answered.
+        """
         try:
             routing = Routing.model_validate(config)
         except ValidationError as error:
             raise ConfigError(format_validation_error(error, "routing")) from None
-        unknown = sorted(set(routing.models) - set(self._models))
+        unknown = sorted(set(routing.models) - set(self._args.names))
         if unknown:
-            raise ConfigError(f"routing names models without a deployment: {unknown}")
-        self._routing = routing
+            raise ConfigError(f"routing names models this application does not serve: {unknown}")
+        versions = {}
+        for name, route in routing.models.items():
+            for number in route.versions:
+                served = self._versions.get((name, number))
+                if served is None:
+                    served = await asyncio.to_thread(
+                        load_version, self._registry, name, number, self._model_metrics, route.batch
+                    )
+                served.configure(route.batch)
+                versions[name, number] = served
+        self._versions, self._routing = versions, routing
         logger.info("routing: %s", routing.model_dump_json())
 
-    # --- resolving and calling models ------------------------------------------------------
+    # --- resolving models ------------------------------------------------------------------
 
     def _resolve(
         self, request: Request, model: str, version: int | None, alias: str | None
-    ) -> tuple[str, int]:
+    ) -> ServedVersion:
         if self._routing is None:
             raise Unavailable("the server is starting; no routing table yet")
         try:
@@ -239,30 +256,7 @@ class Api:
             ref.name, ref.version or version, ref.alias or alias, self._rng
         )
         request.state.version = number
-        return ref.name, number
-
-    def _handle(self, name: str, version: int) -> DeploymentHandle:
-        return self._models[name].options(multiplexed_model_id=str(version))
-
-    async def _call(self, name: str, pending: Any) -> Any:
-        try:
-            return await pending
-        except BackPressureError:
-            app.state.metrics.rejected.inc(1, {"model": name})
-            raise Unavailable(f"the queue of model {name!r} is full; retry later") from None
-        except RayActorError:
-            raise Unavailable(f"a replica of model {name!r} stopped; retry") from None
-
-    async def _card(self, name: str, version: int) -> ModelCard:
-        key = (name, version)
-        if key not in self._cards:
-            self._cards[key] = await self._call(name, self._handle(name, version).card.remote())
-        return self._cards[key]
-
-    async def _probabilities(self, name: str, version: int, pixels: np.ndarray) -> np.ndarray:
-        handle = self._handle(name, version)
-        rows = await asyncio.gather(*(self._call(name, handle.predict.remote(p)) for p in pixels))
-        return np.stack(rows)
+        return self._versions[ref.name, number]
 
     async def _images(self, request: Request, card: ModelCard, field: str) -> np.ndarray:
         payloads = await self._payloads(request, field)
@@ -338,21 +332,20 @@ class Api:
     ) -> dict[str, Any]:
         """The two predict routes: one image, or (``.../batch``) several."""
         many = request.url.path.endswith("/batch")
-        name, number = self._resolve(request, model, version, alias)
-        card = await self._card(name, number)
-        pixels = await self._images(request, card, "files" if many else "file")
-        probs = await self._probabilities(name, number, pixels)
-        response.headers[VERSION_HEADER] = str(number)
+        served = self._resolve(request, model, version, alias)
+        pixels = await self._images(request, served.card, "files" if many else "file")
+        probs = await served.predict(pixels)
+        response.headers[VERSION_HEADER] = str(served.version)
         predictions = [
             [
                 {"label": label, "score": score}
                 for label, score in zip(p.labels, p.scores, strict=True)
             ]
-            for p in top_classes(probs, card.classes, top_k)
+            for p in top_classes(probs, served.card.classes, top_k)
         ]
         return {
-            "model": name,
-            "version": number,
+            "model": served.name,
+            "version": served.version,
             "predictions": predictions if many else predictions[0],
         }
 
@@ -368,11 +361,10 @@ class Api:
         self, request: Request, model: ModelPath, version: Version = None, alias: Alias = None
     ) -> Response:
         """Grad-CAM overlay (PNG) of one image, for the class the model predicts."""
-        name, number = self._resolve(request, model, version, alias)
-        card = await self._card(name, number)
-        pixels = await self._images(request, card, "file")
-        png = await self._call(name, self._handle(name, number).explain.remote(pixels[0]))
-        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(number)})
+        served = self._resolve(request, model, version, alias)
+        pixels = await self._images(request, served.card, "file")
+        png = await served.explain(pixels[0])
+        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(served.version)})
 
     # --- Open Inference Protocol v2 --------------------------------------------------------
 
@@ -392,11 +384,10 @@ class Api:
         self, request: Request, response: Response, model: ModelPath, version: int | None = None
     ) -> dict[str, Any]:
         """Model metadata: inputs, outputs, classes."""
-        name, number = self._resolve(request, model, version, None)
-        card = await self._card(name, number)
-        response.headers[VERSION_HEADER] = str(number)
+        served = self._resolve(request, model, version, None)
+        response.headers[VERSION_HEADER] = str(served.version)
         assert self._routing is not None
-        return model_metadata(name, self._routing.route(name).versions, card)
+        return model_metadata(served.name, self._routing.route(served.name).versions, served.card)
 
     @app.get("/v2/models/{model}/versions/{version}/ready", tags=[_V2], responses=MODEL_ERRORS)
     @app.get("/v2/models/{model}/ready", tags=[_V2], responses=MODEL_ERRORS)
@@ -404,9 +395,8 @@ class Api:
         self, request: Request, model: ModelPath, version: int | None = None
     ) -> dict[str, Any]:
         """Whether the model (version) is loaded and answering."""
-        name, number = self._resolve(request, model, version, None)
-        await self._card(name, number)
-        return {"name": name, "version": str(number), "ready": True}
+        served = self._resolve(request, model, version, None)
+        return {"name": served.name, "version": str(served.version), "ready": True}
 
     @app.post("/v2/models/{model}/versions/{version}/infer", tags=[_V2], responses=MODEL_ERRORS)
     @app.post("/v2/models/{model}/infer", tags=[_V2], responses=MODEL_ERRORS)
@@ -419,9 +409,8 @@ class Api:
         version: int | None = None,
     ) -> dict[str, Any]:
         """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
-        name, number = self._resolve(request, model, version, None)
-        card = await self._card(name, number)
-        pixels = images_from_tensor(body.inputs[0], card, self._args.max_pixels)
-        probs = await self._probabilities(name, number, pixels)
-        response.headers[VERSION_HEADER] = str(number)
-        return infer_response(name, number, body.id, probs, card)
+        served = self._resolve(request, model, version, None)
+        pixels = images_from_tensor(body.inputs[0], served.card, self._args.max_pixels)
+        probs = await served.predict(pixels)
+        response.headers[VERSION_HEADER] = str(served.version)
+        return infer_response(served.name, served.version, body.id, probs, served.card)

@@ -8,24 +8,18 @@ from ray.serve import Application
 
 from pomona.config import validate
 from pomona.serving.api import Api
-from pomona.serving.config import INGRESS_DEPLOYMENT, AppArgs, model_deployment
-from pomona.serving.model import ModelDeployment
+from pomona.serving.config import INGRESS_DEPLOYMENT, AppArgs
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """One ingress plus one model deployment per served model name.
+    """The ``api`` deployment, which answers HTTP and holds the served model versions.
 
-    Scaling, queues and the ``user_config`` of each deployment come from the Serve config's
-    ``deployments`` section (see :func:`pomona.serving.plan.serve_config`), so an operator can
-    change them in the YAML without touching code.
+    Scaling, queues and the ``user_config`` (routes, batch settings) come from the Serve
+    config's ``deployments`` section (see :func:`pomona.serving.plan.serve_config`), so an
+    operator can change them in the YAML without touching code.
 
     Raises:
         ConfigError: ``args`` is not a valid :class:`AppArgs`.
     """
     app_args = validate(AppArgs, args, "serve application args")
-    plain = app_args.model_dump(mode="json")
-    models = {
-        name: ModelDeployment.options(name=model_deployment(name)).bind(plain, name)
-        for name in app_args.names
-    }
-    return Api.options(name=INGRESS_DEPLOYMENT).bind(plain, models)
+    return Api.options(name=INGRESS_DEPLOYMENT).bind(app_args.model_dump(mode="json"))

@@ -4,11 +4,11 @@ Three layers, split by how they change:
 
 * :class:`AppArgs` are the application's ``args`` in the Serve config: fixed for the life of a
   deployment (which registry, which models, request limits). Changing them restarts replicas.
-* :class:`Routing` is the ingress deployment's ``user_config`` and :class:`BatchSettings` each
-  model deployment's: Serve applies a change to them with ``reconfigure``, without a restart, so
-  ``pomona serve promote`` and ``pomona serve traffic`` rewrite only these.
+* :class:`Routing` is the ``api`` deployment's ``user_config``: every served model's versions,
+  traffic split and batch settings. Serve applies a change to it with ``reconfigure``, without
+  a restart, so ``pomona serve promote``, ``traffic`` and batch changes rewrite only this.
 * :class:`ServeOptions` are the knobs ``pomona serve`` / ``pomona serve build`` take on the
-  command line; they become the two above plus each deployment's scaling and queue settings.
+  command line; they become the two above plus the deployment's scaling and queue settings.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pomona.errors import ConfigError, ModelNotFoundError, RegistryError
 from pomona.registry.names import parse_ref
 
 APP_NAME = "pomona"
+#: The one deployment: HTTP API and the served model versions, in each replica.
 INGRESS_DEPLOYMENT = "api"
 #: Largest ``top_k`` a request may ask for; more is almost surely a mistake.
 MAX_TOP_K = 1000
@@ -56,13 +57,8 @@ def direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
-def model_deployment(name: str) -> str:
-    """The Serve deployment that holds the versions of model ``name``."""
-    return f"model-{name}"
-
-
 class BatchSettings(StrictModel):
-    """``@serve.batch`` settings of one model's deployment (its ``user_config``).
+    """``@serve.batch`` settings of one model's versions.
 
     Attributes:
         max_batch_size: most images per forward pass.
@@ -80,10 +76,12 @@ class ModelRoute(StrictModel):
         targets: route label (an alias, :data:`LATEST` or :data:`PINNED`) -> version number.
         split: route label -> relative weight for requests that name no version or alias;
             labels with weight 0 are still reachable with ``?alias=``.
+        batch: how each of its versions batches forward passes.
     """
 
     targets: dict[str, PositiveInt] = Field(min_length=1)
     split: dict[str, NonNegativeInt] = Field(min_length=1)
+    batch: BatchSettings = BatchSettings()
 
     @model_validator(mode="after")
     def _split_names_targets(self) -> ModelRoute:
@@ -110,7 +108,7 @@ class ModelRoute(StrictModel):
 
 
 class Routing(StrictModel):
-    """The ingress deployment's ``user_config``: every served model's route."""
+    """The ``api`` deployment's ``user_config``: every served model's route."""
 
     models: dict[str, ModelRoute] = Field(min_length=1)
 
@@ -155,12 +153,13 @@ class AppArgs(StrictModel):
     """The application's ``args``: fixed while it runs.
 
     Attributes:
-        registry: registry root or URI the model deployments load versions from.
+        registry: registry root or URI the replicas load versions from.
         references: what was asked to be served (``name``, ``name:N``, ``name@alias``), one
-            per model name; each name gets one model deployment.
+            per model name.
         max_body_bytes: largest request body accepted (HTTP 413 beyond).
         max_pixels: largest decoded image, in pixels (a decompression bomb is refused).
-        torch_threads: intra-op threads per model replica (match the replica's CPUs).
+        torch_threads: intra-op threads of each replica's forward passes (match the cores a
+            replica can use).
         retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
     """
 
@@ -168,7 +167,7 @@ class AppArgs(StrictModel):
     references: list[str] = Field(min_length=1)
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
     max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
-    torch_threads: PositiveInt = 1
+    torch_threads: PositiveInt = 2
     retry_after_s: NonNegativeFloat = 1.0
 
     @model_validator(mode="after")
@@ -191,23 +190,24 @@ class ServeOptions(StrictModel):
     """Command-line knobs of ``pomona serve`` and ``pomona serve build``.
 
     Attributes:
-        host: interface the HTTP proxy binds (127.0.0.1 unless asked otherwise).
+        host: interface the HTTP server binds (127.0.0.1 unless asked otherwise).
         port: HTTP port.
-        batch: default batch settings of every model deployment.
-        min_replicas: autoscaling floor per model.
-        max_replicas: autoscaling ceiling per model.
+        batch: initial batch settings of every served model.
+        min_replicas: autoscaling floor.
+        max_replicas: autoscaling ceiling.
         target_ongoing_requests: autoscaling target per replica.
         max_ongoing_requests: requests a replica works on at once.
-        max_queued_requests: requests waiting per caller before HTTP 503.
-        replica_cpus: CPUs reserved per model replica (0 lets replicas share the cores
-            with Serve's own actors on a small machine).
+        max_queued_requests: requests waiting (per proxy, or in a replica that serves HTTP
+            itself) before HTTP 503.
+        replica_cpus: CPUs reserved per replica (0 lets replicas share the cores with Serve's
+            own actors on a small machine).
     """
 
     host: str = "127.0.0.1"
     port: Port = 8000
     batch: BatchSettings = BatchSettings()
     min_replicas: NonNegativeInt = 1
-    max_replicas: PositiveInt = 2
+    max_replicas: PositiveInt = 1
     target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
     max_ongoing_requests: PositiveInt = 32
     max_queued_requests: PositiveInt = 64

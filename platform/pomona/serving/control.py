@@ -25,7 +25,6 @@ from pomona.serving.config import (
     AppArgs,
     BatchSettings,
     Routing,
-    model_deployment,
 )
 from pomona.serving.plan import plan_routing
 
@@ -150,18 +149,19 @@ def state() -> AppState:
 
 
 def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
-    """Give the running ingress a new routing table (a ``reconfigure``; no restart)."""
+    """Give the running replicas a new routing table (a ``reconfigure``; no restart)."""
     _apply_user_config(INGRESS_DEPLOYMENT, routing.model_dump(mode="json"), timeout_s)
 
 
 def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
-    """Change model ``name``'s batch size and wait (a ``reconfigure``; no restart).
+    """Change model ``name``'s batch settings and wait (a ``reconfigure``; no restart).
 
     Raises:
         ModelNotFoundError: the model is not served.
     """
-    state().routing.route(name)
-    _apply_user_config(model_deployment(name), settings.model_dump(mode="json"), timeout_s)
+    routing = state().routing
+    route = routing.route(name).model_copy(update={"batch": settings})
+    apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}), timeout_s)
 
 
 def _apply_user_config(deployment: str, user_config: dict[str, Any], timeout_s: float) -> None:

@@ -19,16 +19,15 @@ _MODEL = ("model", "version")
 
 @dataclass(frozen=True)
 class IngressMetrics:
-    """Metrics the HTTP ingress records per request."""
+    """Metrics the HTTP API records per request."""
 
     requests: Counter
     latency: Histogram
-    rejected: Counter
 
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    """Metrics a model replica records per batch and per queued image."""
+    """Metrics a replica records per batch and per queued image of a model version."""
 
     model_latency: Histogram
     batch_size: Histogram
@@ -49,17 +48,12 @@ def ingress_metrics() -> IngressMetrics:
             boundaries=_LATENCY_BOUNDARIES_S,
             tag_keys=_MODEL,
         ),
-        rejected=Counter(
-            "pomona_rejected_requests_total",
-            description="Requests refused with HTTP 503 because a model's queue was full.",
-            tag_keys=("model",),
-        ),
     )
 
 
-def model_metrics(model: str) -> ModelMetrics:
-    """Create a model replica's metrics (once per replica), tagged with ``model``."""
-    metrics = ModelMetrics(
+def model_metrics() -> ModelMetrics:
+    """Create the model metrics (once per replica)."""
+    return ModelMetrics(
         model_latency=Histogram(
             "pomona_model_latency_seconds",
             description="Forward pass time of one batch.",
@@ -75,9 +69,6 @@ def model_metrics(model: str) -> ModelMetrics:
         queue_depth=Gauge(
             "pomona_queue_depth",
             description="Images waiting for or in a forward pass in this replica.",
-            tag_keys=("model",),
+            tag_keys=_MODEL,
         ),
     )
-    for metric in (metrics.model_latency, metrics.batch_size, metrics.queue_depth):
-        metric.set_default_tags({"model": model})
-    return metrics

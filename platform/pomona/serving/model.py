@@ -1,18 +1,20 @@
-"""The model deployment: the versions of one model name, loaded once per replica, batched.
+"""One served model version in a replica: loaded once, batched forward passes, Grad-CAM.
 
-Requests carry the version as Serve's multiplexed model id, so Serve routes them to replicas that
-already hold that version and splits batches by version; a replica loads a version from the
-registry (checksums verified) on first use and keeps the most recently used few.
+The ``api`` deployment holds one :class:`ServedVersion` per version its routing table serves, in
+the same process that parses HTTP and decodes images: a request costs no hop between actors.
+Each version batches on its own (a ``@serve.batch`` queue per instance), and its forward pass
+runs on a worker thread (torch releases the GIL), so the replica's event loop keeps reading and
+decoding the next requests while a batch computes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import numpy as np
-import torch
 from ray import serve
 from torch import nn
 
@@ -22,76 +24,93 @@ from pomona.inference import probabilities
 from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
 from pomona.registry import ModelRef, Registry
-from pomona.serving.config import AppArgs, BatchSettings
-from pomona.serving.metrics import model_metrics
+from pomona.serving.config import BatchSettings
+from pomona.serving.metrics import ModelMetrics
 
 logger = logging.getLogger(__name__)
 
-#: Versions one replica keeps loaded; a canary and a production version with room to promote.
-VERSIONS_PER_REPLICA = 4
 
-
-@serve.deployment
-class ModelDeployment:
-    """Batched forward passes for every served version of one model.
+class ServedVersion:
+    """Version ``version`` of model ``name``, ready to answer.
 
     Args:
-        args: the application's arguments (registry, torch threads).
         name: the model name.
+        version: the version number.
+        model: its network, in eval mode.
+        card: its model card (classes, preprocessing).
+        metrics: the replica's model metrics.
+        batch: initial batch settings.
     """
 
-    def __init__(self, args: dict[str, Any], name: str) -> None:
-        self._args = AppArgs.model_validate(args)
-        self._name = name
-        self._registry = Registry(self._args.registry)
-        # Replicas run beside each other on few cores: more intra-op threads than the replica's
-        # CPUs only adds hand-offs.
-        torch.set_num_threads(self._args.torch_threads)
-        self._metrics = model_metrics(name)
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        model: nn.Module,
+        card: ModelCard,
+        metrics: ModelMetrics,
+        batch: BatchSettings,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.card = card
+        self._model = model
+        self._metrics = metrics
+        self._tags = {"model": name, "version": str(version)}
         self._waiting = 0
+        # Decorated per instance: @serve.batch keeps one queue per decorated function, and each
+        # version must batch only its own images.
+        self._forward: Callable[[np.ndarray], Awaitable[np.ndarray]] = serve.batch(
+            max_batch_size=batch.max_batch_size, batch_wait_timeout_s=batch.batch_wait_timeout_s
+        )(self._forward_batch)
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply new batch settings without a restart (Serve calls this for ``user_config``)."""
-        settings = BatchSettings.model_validate(config)
-        self._forward.set_max_batch_size(settings.max_batch_size)
-        self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        logger.info("%s batches: %s", self._name, settings)
+    def configure(self, batch: BatchSettings) -> None:
+        """Apply new batch settings; images already queued keep their place."""
+        self._forward.set_max_batch_size(batch.max_batch_size)  # type: ignore[attr-defined]
+        self._forward.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
-    @serve.multiplexed(max_num_models_per_replica=VERSIONS_PER_REPLICA)
-    async def _load(self, version: str) -> tuple[nn.Module, ModelCard]:
-        ref = ModelRef(self._name, version=int(version))
-        model_dir = self._registry.local_path(ref)  # checks every file's sha256
-        logger.info("loading %s from %s", ref, model_dir)
-        return load_model(model_dir, "cpu")
-
-    async def card(self) -> ModelCard:
-        """The model card of the version this request is for (its multiplexed id)."""
-        _, card = await self._load(serve.get_multiplexed_model_id())
-        return card
+    async def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of preprocessed uint8 ``(N, H, W, C)`` images, batched."""
+        self._waiting += len(pixels)
+        self._metrics.queue_depth.set(self._waiting, self._tags)
+        try:
+            rows = await asyncio.gather(*(self._forward(image) for image in pixels))
+        finally:
+            self._waiting -= len(pixels)
+            self._metrics.queue_depth.set(self._waiting, self._tags)
+        return np.stack(rows)
 
     async def explain(self, pixels: np.ndarray) -> bytes:
         """Grad-CAM overlay PNG of one preprocessed image, for its predicted class."""
-        model, card = await self._load(serve.get_multiplexed_model_id())
-        (picture,) = gradcam_overlays(model, card.architecture, card.preprocessing, pixels[None])
-        return png_bytes(picture)
 
-    async def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of one preprocessed uint8 ``(H, W, C)`` image, batched."""
-        self._waiting += 1
-        self._metrics.queue_depth.set(self._waiting)
-        try:
-            return await self._forward(pixels)
-        finally:
-            self._waiting -= 1
-            self._metrics.queue_depth.set(self._waiting)
+        def overlay() -> bytes:
+            (picture,) = gradcam_overlays(
+                self._model, self.card.architecture, self.card.preprocessing, pixels[None]
+            )
+            return png_bytes(picture)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _forward(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        version = serve.get_multiplexed_model_id()
-        model, card = await self._load(version)
-        tags = {"version": version}
+        return await asyncio.to_thread(overlay)
+
+    async def _forward_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         start = time.perf_counter()
-        probs = probabilities(model, card.preprocessing, np.stack(images))
-        self._metrics.model_latency.observe(time.perf_counter() - start, tags)
-        self._metrics.batch_size.observe(len(images), tags)
+        probs = await asyncio.to_thread(
+            probabilities, self._model, self.card.preprocessing, np.stack(images)
+        )
+        self._metrics.model_latency.observe(time.perf_counter() - start, self._tags)
+        self._metrics.batch_size.observe(len(images), self._tags)
         return list(probs)
+
+
+def load_version(
+    registry: Registry, name: str, version: int, metrics: ModelMetrics, batch: BatchSettings
+) -> ServedVersion:
+    """Load ``name:version`` from ``registry``, every file's sha256 checked first.
+
+    Raises:
+        ModelNotFoundError: the version does not exist.
+        CheckpointError: a file is missing or corrupted.
+    """
+    model_dir = registry.local_path(ModelRef(name, version=version))
+    logger.info("loading %s:%d from %s", name, version, model_dir)
+    model, card = load_model(model_dir, "cpu")
+    return ServedVersion(name, version, model, card, metrics, batch)

@@ -20,7 +20,6 @@ from pomona.serving.config import (
     ModelRoute,
     Routing,
     ServeOptions,
-    model_deployment,
 )
 
 #: The application builder Serve imports (``import_path`` of the config).
@@ -50,67 +49,58 @@ def plan_route(reference: str | ModelRef, registry: Registry) -> ModelRoute:
     return ModelRoute(targets=targets, split={default: 100})
 
 
-def plan_routing(args: AppArgs, previous: Routing | None = None) -> Routing:
+def plan_routing(
+    args: AppArgs, previous: Routing | None = None, batch: BatchSettings | None = None
+) -> Routing:
     """Routes for every served reference, from the registry as it is now.
 
     A split from ``previous`` is kept when every label it weights is still served, so a
-    promote moves versions under a configured canary split without resetting it.
+    promote moves versions under a configured canary split without resetting it; batch
+    settings from ``previous`` are kept, and ``batch`` (default: :class:`BatchSettings`'s) is
+    used for models it does not have.
     """
+    batch = batch or BatchSettings()
     registry = Registry(args.registry)
     models = {}
     for reference in args.references:
         ref = parse_ref(reference)
-        route = plan_route(ref, registry)
+        route = plan_route(ref, registry).model_copy(update={"batch": batch})
         old = previous.models.get(ref.name) if previous is not None else None
-        if old is not None and set(old.split) <= set(route.targets):
-            route = route.model_copy(update={"split": old.split})
+        if old is not None:
+            route = route.model_copy(update={"batch": old.batch})
+            if set(old.split) <= set(route.targets):
+                route = route.model_copy(update={"split": old.split})
         models[ref.name] = route
     return Routing(models=models)
 
 
-def serve_config(
-    args: AppArgs,
-    routing: Routing,
-    options: ServeOptions,
-    batches: dict[str, BatchSettings] | None = None,
-) -> dict[str, Any]:
+def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict[str, Any]:
     """The Serve config (``ServeDeploySchema`` as a dict) that serves ``args``.
+
+    One deployment, ``api``: each replica parses HTTP, decodes images and runs the batched
+    forward passes of every served version itself, so a request crosses no actor boundary.
+    Serve scales it between ``options.min_replicas`` and ``options.max_replicas`` and answers
+    HTTP 503 with ``Retry-After`` past its queue limits.
 
     Args:
         args: the application's fixed arguments.
-        routing: the ingress's user_config.
+        routing: the deployment's user_config (routes and batch settings).
         options: HTTP, scaling and queue settings.
-        batches: batch settings per model name; ``options.batch`` for the others.
     """
-    backpressure = {"status_code": 503, "retry_after_s": args.retry_after_s}
-    ingress = {
+    api = {
         "name": INGRESS_DEPLOYMENT,
-        "num_replicas": 1,
-        # The ingress only parses, decodes and awaits the model deployments: it can hold many
-        # requests at once, and its own queue is what the proxy answers 503 for.
-        "max_ongoing_requests": options.max_ongoing_requests * options.max_replicas,
+        "autoscaling_config": {
+            "min_replicas": options.min_replicas,
+            "initial_replicas": max(options.min_replicas, 1),
+            "max_replicas": options.max_replicas,
+            "target_ongoing_requests": options.target_ongoing_requests,
+        },
+        "max_ongoing_requests": options.max_ongoing_requests,
         "max_queued_requests": options.max_queued_requests,
-        "backpressure_config": dict(backpressure),
+        "backpressure_config": {"status_code": 503, "retry_after_s": args.retry_after_s},
         "user_config": routing.model_dump(mode="json"),
-        "ray_actor_options": {"num_cpus": 0},
+        "ray_actor_options": {"num_cpus": options.replica_cpus},
     }
-    models = [
-        {
-            "name": model_deployment(name),
-            "autoscaling_config": {
-                "min_replicas": options.min_replicas,
-                "initial_replicas": max(options.min_replicas, 1),
-                "max_replicas": options.max_replicas,
-                "target_ongoing_requests": options.target_ongoing_requests,
-            },
-            "max_ongoing_requests": options.max_ongoing_requests,
-            "max_queued_requests": options.max_queued_requests,
-            "backpressure_config": dict(backpressure),
-            "user_config": (batches or {}).get(name, options.batch).model_dump(mode="json"),
-            "ray_actor_options": {"num_cpus": options.replica_cpus},
-        }
-        for name in args.names
-    ]
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": options.host, "port": options.port},
@@ -123,7 +113,19 @@ def serve_config(
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
                 "args": args.model_dump(mode="json"),
-                "deployments": [ingress, *models],
+                "deployments": [api],
             }
         ],
     }
+
+
+def has_one_replica(config: dict[str, Any]) -> bool:
+    """Whether ``config`` (from :func:`serve_config`) runs exactly one ``api`` replica.
+
+    Only then can that replica serve HTTP itself on the configured port (Serve's direct
+    ingress); more replicas need Serve's proxy to spread requests between them.
+    """
+    (app,) = config["applications"]
+    (api,) = (d for d in app["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
+    scaling = api["autoscaling_config"]
+    return bool(scaling["min_replicas"] == scaling["max_replicas"] == 1)

@@ -15,13 +15,20 @@ from pomona.errors import ConfigError, ModelNotFoundError
 from pomona.registry import Registry
 from pomona.serving.config import (
     AppArgs,
+    BatchSettings,
     ModelRoute,
     Routing,
     ServeOptions,
     direct_ingress_env,
     parse_split,
 )
-from pomona.serving.plan import IMPORT_PATH, plan_route, plan_routing, serve_config
+from pomona.serving.plan import (
+    IMPORT_PATH,
+    has_one_replica,
+    plan_route,
+    plan_routing,
+    serve_config,
+)
 
 
 @pytest.fixture
@@ -52,14 +59,20 @@ def test_a_name_serves_its_aliases_and_latest_with_traffic_to_production(
         plan_route("cats@beta", registry)
 
 
-def test_a_promote_keeps_a_split_whose_aliases_still_exist(registry: Registry) -> None:
+def test_a_promote_keeps_a_split_whose_aliases_still_exist_and_the_batches(
+    registry: Registry,
+) -> None:
     args = AppArgs(registry=registry.uri, references=["cats", "dogs"])
     first = plan_routing(args)
-    shifted = first.models["cats"].model_copy(update={"split": {"production": 90, "canary": 10}})
+    batch = BatchSettings(max_batch_size=4)
+    shifted = first.models["cats"].model_copy(
+        update={"split": {"production": 90, "canary": 10}, "batch": batch}
+    )
     registry.set_alias("cats", 3, "production")
     again = plan_routing(args, Routing(models={**first.models, "cats": shifted}))
     assert again.models["cats"].targets["production"] == 3
     assert again.models["cats"].split == {"production": 90, "canary": 10}
+    assert again.models["cats"].batch == batch
     assert again.models["dogs"] == first.models["dogs"]
 
 
@@ -117,19 +130,26 @@ def test_routes_and_arguments_validate_themselves() -> None:
 
 def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Registry) -> None:
     args = AppArgs(registry=registry.uri, references=["cats", "dogs:1"])
-    routing = plan_routing(args)
-    config = serve_config(args, routing, ServeOptions(port=8100, max_queued_requests=5))
+    batch = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.01)
+    routing = plan_routing(args, batch=batch)
+    options = ServeOptions(port=8100, max_queued_requests=5, min_replicas=0, max_replicas=3)
+    config = serve_config(args, routing, options)
     (app,) = config["applications"]
     assert config["http_options"] == {"host": "127.0.0.1", "port": 8100}
     assert app["import_path"] == IMPORT_PATH
     assert AppArgs.model_validate(app["args"]) == args
-    api, cats, dogs = app["deployments"]
+    (api,) = app["deployments"]
     assert Routing.model_validate(api["user_config"]) == routing
-    assert [cats["name"], dogs["name"]] == ["model-cats", "model-dogs"]
-    assert cats["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
-    for deployment in (api, cats):
-        assert deployment["max_queued_requests"] == 5
-        assert deployment["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
+    assert {name: route.batch for name, route in routing.models.items()} == {
+        "cats": batch,
+        "dogs": batch,
+    }
+    assert api["max_queued_requests"] == 5
+    assert api["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
+    assert api["autoscaling_config"]["min_replicas"] == 0
+    assert api["autoscaling_config"]["max_replicas"] == 3
+    assert not has_one_replica(config)
+    assert has_one_replica(serve_config(args, routing, ServeOptions()))
 
 
 def test_direct_ingress_env_sets_only_settings_ray_reads_for_one_port() -> None:
