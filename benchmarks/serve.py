@@ -56,6 +56,9 @@ from pomona.models import build_model, load_model, save_model
 # token authentication.
 use_local_ray_defaults()
 
+#: The environment before pomona's serving settings, for the plain FastAPI server.
+_PLAIN_ENV: dict[str, str] = {}
+
 MODELS = {
     "digits": ("simple_cnn", Preprocessing(height=32, width=32, channels=1)),
     "resnet": ("resnet18", Preprocessing(height=224, width=224, channels=3)),
@@ -194,7 +197,8 @@ def _fastapi(model_dir: Path, body: bytes, clients: int, seconds: float) -> dict
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", _FASTAPI_SERVER, str(model_dir), str(port)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        # A plain server as its author would run it: none of pomona's serving environment.
+        env={**_PLAIN_ENV, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
         _wait_port(port)
@@ -253,7 +257,7 @@ def _first_answer(registry: str, name: str, body: bytes, timeout_s: float = 120.
     start = time.perf_counter()
     server = subprocess.Popen(
         command,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**_PLAIN_ENV, "PYTHONPATH": os.pathsep.join(sys.path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -285,11 +289,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     options = parser.parse_args()
 
-    from pomona.serving.config import direct_ingress_env
+    from pomona.serving.config import local_serving_env
 
     # Before Serve is imported, as `pomona serve` does for the Ray it starts.
     direct = _free_port()
-    os.environ.update(direct_ingress_env(direct))
+    _PLAIN_ENV.update(os.environ)
+    os.environ.update(local_serving_env(direct))
     import ray
     from ray import serve
 

@@ -229,7 +229,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
 
     When a local Ray is started here for one replica, that replica serves HTTP itself on the
-    config's port (:func:`~pomona.serving.config.direct_ingress_env`), Serve's proxy on a spare
+    config's port (:func:`~pomona.serving.config.local_serving_env`), Serve's proxy on a spare
     port; otherwise Serve's proxy answers on the config's port.
 
     Args:
@@ -239,7 +239,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     import ray
 
     from pomona.cluster.runtime import cluster_address, ensure_ray
-    from pomona.serving.config import direct_ingress_env
+    from pomona.serving.config import local_serving_env
     from pomona.serving.plan import has_one_replica
 
     # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
@@ -249,7 +249,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     http = config["http_options"]
     if started and local and has_one_replica(config):
         # The replica answers on the port asked for; Serve's proxy gets a spare one.
-        os.environ.update(direct_ingress_env(http["port"]))
+        os.environ.update(local_serving_env(http["port"]))
         config = {**config, "http_options": {**http, "port": free_port()}}
     from pomona.serving import control
 

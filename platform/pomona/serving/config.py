@@ -38,15 +38,21 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 _WEIGHT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,63})=(\d{1,6})$")
 
 
-def direct_ingress_env(port: int) -> dict[str, str]:
-    """Environment that puts Serve's HTTP server in the ingress replica itself, on ``port``.
+def local_serving_env(port: int) -> dict[str, str]:
+    """Environment for a local Ray that serves one replica's HTTP on ``port`` itself.
 
-    Serve's direct ingress (Ray 2.60, the HTTP half of ``RAY_SERVE_THROUGHPUT_OPTIMIZED``):
-    requests skip the proxy actor, which on a small machine costs more than the model. Every
-    Ray process reads these when it starts, so they must be in the environment before Ray is.
-    The proxy still runs (on the config's port); the one ingress replica answers on ``port``,
-    which is free again at once when that replica stops (no drain or quarantine for a load
-    balancer: there is none in front of it).
+    * Serve's direct ingress (Ray 2.60, the HTTP half of ``RAY_SERVE_THROUGHPUT_OPTIMIZED``):
+      requests skip the proxy actor, which on a small machine costs more than the model. The
+      proxy still runs (on the config's port); the replica answers on ``port``, which is free
+      again at once when it stops (no drain or quarantine for a load balancer: there is none).
+    * The application's code runs on the replica's own event loop instead of a second one in
+      another thread, so a request is not handed between threads (and GIL holders) on its way.
+    * OpenMP threads sleep as soon as a forward pass ends instead of spinning for the next one:
+      on few cores a spinning thread takes the CPU the event loop needs to read the next
+      requests, which showed as stalls of 100-250 ms at low load.
+
+    Every Ray process reads these when it starts, so they must be in the environment before
+    Ray is.
     """
     return {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
@@ -54,6 +60,8 @@ def direct_ingress_env(port: int) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # exclusive
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
 
 

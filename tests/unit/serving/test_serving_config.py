@@ -19,7 +19,7 @@ from pomona.serving.config import (
     ModelRoute,
     Routing,
     ServeOptions,
-    direct_ingress_env,
+    local_serving_env,
     parse_split,
 )
 from pomona.serving.plan import (
@@ -152,15 +152,17 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
 
 
-def test_direct_ingress_env_sets_only_settings_ray_reads_for_one_port() -> None:
+def test_local_serving_env_sets_only_settings_ray_reads_for_one_port() -> None:
     from ray.serve._private import constants  # the module's source only: no Ray starts
 
-    env = direct_ingress_env(8123)
+    env = local_serving_env(8123)
     source = inspect.getsource(constants)
-    unknown = [name for name in env if f'"{name}"' not in source]
+    ray_settings = [name for name in env if name.startswith("RAY_")]
+    unknown = [name for name in ray_settings if f'"{name}"' not in source]
     assert unknown == [], f"Ray {constants.__name__} no longer reads {unknown}"
     # Ray's port range is half-open: exactly the asked port.
     low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
     high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert list(range(low, high)) == [8123]
     assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
