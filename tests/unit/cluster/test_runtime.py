@@ -1,4 +1,4 @@
-"""pomona's local Ray defaults apply to the embedded local Ray only, never when joining a cluster."""
+"""pomona's Ray defaults apply to the embedded local Ray only, never when joining a cluster."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ def test_a_local_ray_gets_every_default(clean_env: None) -> None:
     assert {key: os.environ.get(key) for key in LOCAL_RAY_ENV} == LOCAL_RAY_ENV
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
-    assert os.environ["RAY_worker_maximum_startup_concurrency"] == "8"
 
 
 @pytest.mark.parametrize("how", ["argument", "RAY_ADDRESS"])
