@@ -46,7 +46,11 @@ def sweep_command(
     workers: Annotated[int | None, typer.Option(help="Ray Train workers per trial.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trials to sample.")] = None,
     concurrent: Annotated[
-        int | None, typer.Option(help="Trials at once (default: as many as the CPUs fit).")
+        int | None,
+        typer.Option(
+            help="Trials at once (default: as many as the CPUs fit, and two where each of "
+            "their workers still gets a core)."
+        ),
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="asha (default) or fifo.")] = None,
     searcher: Annotated[str | None, typer.Option(help="random (default) or optuna.")] = None,

@@ -77,7 +77,8 @@ class SweepConfig(StrictModel):
         space: training setting (dotted key) -> distribution, written ``kind(args)``.
         trials: trials to sample; a ``grid`` multiplies this by its number of values.
         concurrent_trials: trials running at once; ``None`` fits as many as the cluster's CPUs
-            allow with one CPU left for Ray Data.
+            allow with one CPU left for Ray Data, and at least two where each of their workers
+            still gets a core (see :func:`pomona.tune.sweep.auto_concurrent_trials`).
         metric: the per-epoch metric that ranks trials (a column of ``metrics.csv``).
         mode: ``min`` or ``max`` of ``metric``.
         scheduler: ASHA or FIFO.

@@ -84,8 +84,19 @@ def read_sweep_config(sweep_dir: Path) -> SweepConfig:
 
 
 def auto_concurrent_trials(cluster_cpus: float, num_workers: int, total_trials: int) -> int:
-    """Trials to run at once: as many as fit one CPU per worker with one CPU left for Ray Data."""
+    """Trials to run at once: as many as fit one CPU per worker with one CPU left for Ray Data,
+    and at least two where the workers of two trials still get a core each.
+
+    A trial spends about 10 s starting and stopping Ray processes (its Tune actor, the Ray Train
+    controller and workers, Ray Data's coordinators), mostly one process importing at a time,
+    while the CPUs it reserved stay idle; with a second trial in flight, one trial's start-up and
+    shutdown overlap the other's epochs (on 2 CPUs a 6-trial x 3-epoch sweep took 78 s with two
+    at a time against 100 s with one, ``benchmarks/RESULTS.md`` section 4). The two trials share
+    the CPUs: each worker then reserves and threads half as much.
+    """
     fit = int(max(cluster_cpus - 1.0, 1.0) // num_workers)
+    if fit < 2 and 2 * num_workers <= cluster_cpus:
+        fit = 2
     return max(1, min(fit, total_trials))
 
 

@@ -99,7 +99,17 @@ def test_report_is_one_escaped_self_contained_page(
 
 @pytest.mark.parametrize(
     ("cpus", "workers", "trials", "expected"),
-    [(2, 1, 6, 1), (2, 2, 6, 1), (16, 2, 6, 6), (16, 2, 100, 7), (16, 4, 100, 3), (1, 1, 3, 1)],
+    [
+        (2, 1, 6, 2),  # two trials share the 2 CPUs: one starts while the other trains
+        (2, 1, 1, 1),
+        (2, 2, 6, 1),  # two trials would put 4 workers on 2 cores
+        (4, 2, 6, 2),
+        (3, 1, 6, 2),
+        (16, 2, 6, 6),
+        (16, 2, 100, 7),
+        (16, 4, 100, 3),
+        (1, 1, 3, 1),
+    ],
 )
 def test_concurrent_trials_leave_a_cpu_for_ray_data(
     cpus: float, workers: int, trials: int, expected: int

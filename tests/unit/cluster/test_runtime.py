@@ -1,0 +1,46 @@
+"""pomona's Ray defaults apply to the embedded local Ray only, never when joining a cluster."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pomona.cluster.runtime import LOCAL_RAY_ENV, use_local_ray_defaults
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RAY_ADDRESS and none of the defaults set (tests/conftest.py sets them all)."""
+    for key in (*LOCAL_RAY_ENV, "RAY_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_a_local_ray_gets_every_default(clean_env: None) -> None:
+    use_local_ray_defaults(None)
+
+    assert {key: os.environ.get(key) for key in LOCAL_RAY_ENV} == LOCAL_RAY_ENV
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+
+
+@pytest.mark.parametrize("how", ["argument", "RAY_ADDRESS"])
+def test_joining_a_cluster_sets_none_of_them(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+        use_local_ray_defaults(None)
+    else:
+        use_local_ray_defaults("ray://10.0.0.5:10001")
+
+    assert [key for key in LOCAL_RAY_ENV if key in os.environ] == []
+
+
+def test_the_users_own_values_win(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+
+    use_local_ray_defaults(None)
+
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
