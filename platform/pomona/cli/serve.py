@@ -189,11 +189,13 @@ def start_command(
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
     config = plan(models, options)
-    # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with serving(config, metrics_port) as urls:
             from pomona.serving import control
+
+            # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C. Set once Ray
+            # runs: ray.init installs a handler of its own that aborts the process.
+            signal.signal(signal.SIGTERM, _interrupt)
 
             _print_state(control.state())
             console.print(
