@@ -47,6 +47,10 @@ def local_serving_env(port: int) -> dict[str, str]:
       again at once when it stops (no drain or quarantine for a load balancer: there is none).
     * The application's code runs on the replica's own event loop instead of a second one in
       another thread, so a request is not handed between threads (and GIL holders) on its way.
+    * OpenMP threads sleep as soon as a forward pass ends instead of spinning for the next one:
+      on a few shared cores a spinning thread takes the CPU the event loop needs to read the
+      next requests. Small models gain throughput and lose most of their latency spikes; large
+      ones lose a few percent of throughput (``benchmarks/RESULTS.md``, Serving).
 
     Every Ray process reads these when it starts, so they must be in the environment before
     Ray is.
@@ -58,6 +62,7 @@ def local_serving_env(port: int) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
 
 

@@ -157,10 +157,12 @@ def test_local_serving_env_sets_only_settings_ray_reads_for_one_port() -> None:
 
     env = local_serving_env(8123)
     source = inspect.getsource(constants)
-    unknown = [name for name in env if f'"{name}"' not in source]
+    ray_settings = [name for name in env if name.startswith("RAY_")]
+    unknown = [name for name in ray_settings if f'"{name}"' not in source]
     assert unknown == [], f"Ray {constants.__name__} no longer reads {unknown}"
     # Ray's port range is half-open: exactly the asked port.
     low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
     high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert list(range(low, high)) == [8123]
     assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
