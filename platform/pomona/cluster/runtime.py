@@ -39,16 +39,30 @@ LOCAL_RAY_ENV = {
 }
 
 
+#: What a process joining a Ray on this machine's loopback needs: on Linux Ray otherwise takes
+#: the machine's routable address as the driver's node IP and never reaches a GCS that listens
+#: on 127.0.0.1 (``pomona serve status --address 127.0.0.1:PORT`` hung retrying).
+LOOPBACK_ENV = {key: LOCAL_RAY_ENV[key] for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",)}
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
 def cluster_address(address: str | None = None) -> str | None:
     """The Ray cluster to join: ``address`` if given, else ``RAY_ADDRESS``, else None (local)."""
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def use_local_ray_defaults(address: str | None = None) -> None:
-    """Set :data:`LOCAL_RAY_ENV` (without overriding the user's values) unless joining a cluster."""
-    if cluster_address(address) is None:
-        for key, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(key, value)
+    """Set :data:`LOCAL_RAY_ENV` unless joining a cluster, :data:`LOOPBACK_ENV` when joining
+    one on this machine's loopback; the user's own values win."""
+    joined = cluster_address(address)
+    if joined is None:
+        defaults = LOCAL_RAY_ENV
+    elif joined.split("://")[-1].rsplit(":", 1)[0] in _LOOPBACK_HOSTS:
+        defaults = LOOPBACK_ENV
+    else:
+        return
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
 
 
 def ensure_ray(

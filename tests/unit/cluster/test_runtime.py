@@ -1,4 +1,5 @@
-"""pomona's Ray defaults apply to the embedded local Ray only, never when joining a cluster."""
+"""pomona's Ray defaults apply to the embedded local Ray; joining a cluster on loopback gets only
+what reaching it needs; joining any other cluster, none."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import pytest
 
-from pomona.cluster.runtime import LOCAL_RAY_ENV, use_local_ray_defaults
+from pomona.cluster.runtime import LOCAL_RAY_ENV, LOOPBACK_ENV, use_local_ray_defaults
 
 
 @pytest.fixture
@@ -35,6 +36,14 @@ def test_joining_a_cluster_sets_none_of_them(
         use_local_ray_defaults("ray://10.0.0.5:10001")
 
     assert [key for key in LOCAL_RAY_ENV if key in os.environ] == []
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:6379", "ray://localhost:10001", "[::1]:6379"])
+def test_joining_a_ray_on_loopback_joins_on_loopback(clean_env: None, address: str) -> None:
+    use_local_ray_defaults(address)
+
+    assert {key: os.environ.get(key) for key in LOCAL_RAY_ENV if key in os.environ} == LOOPBACK_ENV
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
 
 
 def test_the_users_own_values_win(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
