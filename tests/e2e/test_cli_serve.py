@@ -67,8 +67,11 @@ def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
 
 
 @pytest.mark.ray
-def test_serve_answers_and_ctrl_c_leaves_no_process(registry: Path, digits_folder: Path) -> None:
-    port = 18000 + os.getpid() % 1000
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_serve_answers_and_a_stop_signal_leaves_no_process(
+    registry: Path, digits_folder: Path, stop: signal.Signals
+) -> None:
+    port = 18000 + os.getpid() % 1000 + 2 * stop
     server = subprocess.Popen(
         [
             sys.executable,
@@ -109,7 +112,7 @@ def test_serve_answers_and_ctrl_c_leaves_no_process(registry: Path, digits_folde
         )
         assert answer.status_code == 200 and answer.json()["version"] == 1
         assert _cluster_processes(gcs_address)
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         rest, errors = server.communicate(timeout=120)
     finally:
         if server.poll() is None:
