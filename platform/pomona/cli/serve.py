@@ -374,7 +374,7 @@ def traffic_command(
     _join()
     routing = control.state().routing
     route = parse_split(weights, routing.route(name), name)
-    control.apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}))
+    control.apply_routing(routing.with_route(name, route))
     console.print(f"{name}: split {_split(route.split)}", markup=False, soft_wrap=True)
 
 

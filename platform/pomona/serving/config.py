@@ -134,6 +134,10 @@ class Routing(StrictModel):
                 f"model {name!r} is not served; served: {', '.join(sorted(self.models))}"
             ) from None
 
+    def with_route(self, name: str, route: ModelRoute) -> Routing:
+        """A copy in which model ``name`` has ``route``."""
+        return self.model_copy(update={"models": {**self.models, name: route}})
+
     def resolve(self, name: str, version: int | None, alias: str | None, rng: random.Random) -> int:
         """The version that answers a request for ``name`` (optionally pinned).
 

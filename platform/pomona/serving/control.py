@@ -150,7 +150,20 @@ def state() -> AppState:
 
 def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
     """Give the running replicas a new routing table (a ``reconfigure``; no restart)."""
-    _apply_user_config(INGRESS_DEPLOYMENT, routing.model_dump(mode="json"), timeout_s)
+    details = _details()
+    config = details["applications"][APP_NAME]["deployed_app_config"]
+    for entry in config["deployments"]:
+        if entry["name"] == INGRESS_DEPLOYMENT:
+            entry["user_config"] = routing.model_dump(mode="json")
+    http = details.get("http_options") or {}
+    deploy(
+        {
+            "proxy_location": details.get("proxy_location") or "HeadOnly",
+            "http_options": {k: http[k] for k in ("host", "port") if k in http},
+            "applications": [config],
+        },
+        timeout_s,
+    )
 
 
 def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
@@ -161,24 +174,7 @@ def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> 
     """
     routing = state().routing
     route = routing.route(name).model_copy(update={"batch": settings})
-    apply_routing(routing.model_copy(update={"models": {**routing.models, name: route}}), timeout_s)
-
-
-def _apply_user_config(deployment: str, user_config: dict[str, Any], timeout_s: float) -> None:
-    details = _details()
-    config = details["applications"][APP_NAME]["deployed_app_config"]
-    for entry in config["deployments"]:
-        if entry["name"] == deployment:
-            entry["user_config"] = user_config
-    http = details.get("http_options") or {}
-    deploy(
-        {
-            "proxy_location": details.get("proxy_location") or "HeadOnly",
-            "http_options": {k: http[k] for k in ("host", "port") if k in http},
-            "applications": [config],
-        },
-        timeout_s,
-    )
+    apply_routing(routing.with_route(name, route), timeout_s)
 
 
 def refresh_routing(timeout_s: float = 60.0) -> Routing:

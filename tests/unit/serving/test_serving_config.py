@@ -73,6 +73,9 @@ def test_a_promote_keeps_a_split_whose_aliases_still_exist_and_the_batches(
     assert again.models["cats"].targets["production"] == 3
     assert again.models["cats"].split == {"production": 90, "canary": 10}
     assert again.models["cats"].batch == batch
+    moved = first.with_route("cats", shifted)
+    assert moved.models == {**first.models, "cats": shifted}
+    assert first.models["cats"] != shifted  # a copy: the original is unchanged
     assert again.models["dogs"] == first.models["dogs"]
 
 
