@@ -132,12 +132,14 @@ def test_transfer_learning_beats_random_init(
     ray_session: None, low_high: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     _, high, pretrain = low_high
-    # The error after a 1-epoch budget is noisy (BatchNorm statistics, few steps), so the rate
-    # is low and the batch small. Measured here (val error, scratch vs tuned), fine-tuning all
-    # layers with the new head that other classes now get: seeds 0/1/2 gave 0.27/0.10,
-    # 0.18/0.10, 0.17/0.08 (from a 2-worker pretrain). With the backbone frozen (a linear probe
-    # on pretrained vs random features; measured when the old head was still kept): 0.59/0.39,
-    # 0.57/0.32, 0.57/0.32.
+    # After a 1-epoch budget the error is noisy and coarse (BatchNorm statistics, few steps, a
+    # val split of ~130 images), so the test compares the validation loss, with a low rate and
+    # small batches. Runs are not bit-for-bit repeatable (Ray Data's block arrival order feeds
+    # the shuffle buffer). Measured here, fine-tuning all layers with a new head, six runs over
+    # two pretrains and seeds 1/2 (val loss, scratch vs tuned): 0.56/0.49, 0.54/0.49,
+    # 0.52/0.43, 0.63/0.48, 0.54/0.48, 0.50/0.41; the val *error* tied once (0.179/0.179) and
+    # was reversed once across runs. With the backbone frozen (a linear probe on pretrained vs
+    # random features) the gap is wider: val error 0.59/0.39, 0.57/0.32, 0.57/0.32.
     for freeze in (False, True):
         budget = {
             "epochs": 1,
@@ -154,7 +156,7 @@ def test_transfer_learning_beats_random_init(
         )
         weights = {"weights": str(pretrain), "freeze_backbone": freeze}
         tuned = train(config(high, tmp_path / f"tuned-{freeze}", model=weights, **budget))
-        assert tuned[-1]["val_error"] < scratch[-1]["val_error"], f"freeze_backbone={freeze}"
+        assert tuned[-1]["val_loss"] < scratch[-1]["val_loss"], f"freeze_backbone={freeze}"
 
 
 def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
