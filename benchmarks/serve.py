@@ -8,20 +8,23 @@ For each model (the digits ``simple_cnn`` at 32x32x1, overhead-bound, and ``resn
 224x224x3, forward-bound; random weights, nothing downloaded), side by side in one run with the
 same PNG bytes and the same number of concurrent clients:
 
-a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4 or 16),
-   2 torch threads: the ceiling.
+a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4, 8 or
+   16), 2 torch threads: the ceiling.
 b. pomona: as ``pomona serve`` runs it (the same Serve config and direct ingress: one replica,
-   2 torch threads, ``num_cpus=0``), batched (max 16, 5 ms); then the same at half
-   of that throughput, sent open loop at a fixed rate (the p99/p50 goal); then unbatched
-   (max 1, the same replica reconfigured through ``user_config``).
+   2 torch threads, ``num_cpus=0``), batched with raw's best batch size as the max batch size
+   (``pomona serve --max-batch-size``) and a 5 ms wait; then the same at half of that
+   throughput, sent open loop at a fixed rate (the p99/p50 goal); then unbatched (max 1, the
+   same replica reconfigured through ``user_config``).
 c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch threads) that
-   decodes with the same :func:`pomona.inference.decode` and answers the same JSON.
+   decodes with the same :func:`pomona.inference.decode` and answers the same JSON; closed
+   loop, then open loop at half its peak, the machine's own tail for comparison.
 
 Before any of it, ``pomona serve`` is started as a command (its own Ray included) and timed to
 its first HTTP 200 on the first model.
 
 The load generator is one asyncio process (aiohttp) with ``--clients`` connections on
-127.0.0.1; its own CPU use is reported so that a starved server is visible. Each setup gets a
+127.0.0.1, its garbage collector off while it measures; its own CPU use is reported so that a
+starved server is visible. Each setup gets a
 warm-up, then ``--seconds`` of measured load; req/s, p50 and p99 are printed as a table. Ray
 (2 CPUs, 127.0.0.1) is started here and shut down at the end; everything is written to a
 temporary directory that is removed.
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import io
 import os
 import signal
@@ -41,6 +46,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +106,19 @@ def _png(spec: Preprocessing) -> bytes:
     return buffer.getvalue()
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The load generator's garbage collector off while it measures: a full collection over
+    thousands of request objects stalled every connection for 100-200 ms, which the
+    latencies then charged to the server."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _stats(latencies: list[float], failures: int, cpu: float, wall: float) -> dict[str, float]:
     ordered = sorted(latencies) or [float("nan")]
     return {
@@ -136,10 +155,11 @@ async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str
 
         warm = time.perf_counter() + 2.0
         await asyncio.gather(*(client(warm, False) for _ in range(clients)))
-        cpu, wall = time.process_time(), time.perf_counter()
-        deadline = wall + seconds
-        await asyncio.gather(*(client(deadline, True) for _ in range(clients)))
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        with _no_gc():
+            cpu, wall = time.process_time(), time.perf_counter()
+            deadline = wall + seconds
+            await asyncio.gather(*(client(deadline, True) for _ in range(clients)))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return _stats(latencies, failures, cpu, wall)
 
 
@@ -147,7 +167,12 @@ async def _paced(
     url: str, body: bytes, rate: float, clients: int, seconds: float
 ) -> dict[str, float]:
     """Open loop: requests sent at ``rate`` per second whatever the answers; a latency runs from
-    the request's scheduled time, so time spent waiting for a free connection counts."""
+    the request's scheduled time, so time spent waiting for a free connection counts.
+
+    Each request is started when it is due (not all created up front, which kept the event loop
+    busy past the first due times and charged that to the server), after one round of requests
+    has opened the connections.
+    """
     import aiohttp
 
     latencies: list[float] = []
@@ -156,22 +181,30 @@ async def _paced(
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(at: float) -> None:
-            nonlocal failures
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        async def one(at: float) -> bool:
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 ok = response.status == 200
             if ok:
                 latencies.append(time.perf_counter() - at)
-            else:
-                failures += 1
+            return ok
 
-        cpu, wall = time.process_time(), time.perf_counter()
-        start = wall + 0.1
-        await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        await asyncio.gather(*(one(time.perf_counter()) for _ in range(clients)))
+        latencies.clear()
+        with _no_gc():
+            cpu, wall = time.process_time(), time.perf_counter()
+            requests = []
+            for i in range(int(rate * seconds)):
+                at = wall + i / rate
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                requests.append(asyncio.create_task(one(at)))
+            failures = sum(not ok for ok in await asyncio.gather(*requests))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return _stats(latencies, failures, cpu, wall)
+
+
+#: Batch sizes tried for the raw model; pomona then serves with the best as its max batch size.
+_BATCHES = (1, 4, 8, 16)
 
 
 def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
@@ -180,7 +213,7 @@ def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
     model, card = load_model(model_dir, "cpu")
     pixels = decode(body, card.preprocessing)
     best = {}
-    for batch in (1, 4, 16):
+    for batch in _BATCHES:
         stack = np.repeat(pixels[None], batch, axis=0)
         probabilities(model, card.preprocessing, stack)
         done, start = 0, time.perf_counter()
@@ -193,16 +226,21 @@ def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
     return {"req/s": best[top], "best batch": top}
 
 
-def _fastapi(model_dir: Path, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+def _fastapi(
+    model_dir: Path, body: bytes, clients: int, seconds: float
+) -> dict[str, dict[str, float]]:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", _FASTAPI_SERVER, str(model_dir), str(port)],
         # A plain server as its author would run it: none of pomona's serving environment.
         env={**_PLAIN_ENV, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
+    url = f"http://127.0.0.1:{port}/predict"
     try:
         _wait_port(port)
-        return asyncio.run(_load(f"http://127.0.0.1:{port}/predict", body, clients, seconds))
+        peak = asyncio.run(_load(url, body, clients, seconds))
+        half = asyncio.run(_paced(url, body, peak["req/s"] / 2, clients, seconds))
+        return {"fastapi (uvicorn)": peak, "fastapi, half load": half}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -219,7 +257,13 @@ def _wait_port(port: int, timeout_s: float = 120.0) -> None:
 
 
 def _pomona(
-    registry: Path, name: str, body: bytes, clients: int, seconds: float, direct: int
+    registry: Path,
+    name: str,
+    body: bytes,
+    clients: int,
+    seconds: float,
+    direct: int,
+    max_batch_size: int,
 ) -> dict[str, dict[str, float]]:
     from ray import serve
 
@@ -230,7 +274,8 @@ def _pomona(
     # As `pomona serve` runs it: the replica answers on `direct`, the proxy on a spare port.
     args = AppArgs(registry=str(registry), references=[name])
     options = ServeOptions(port=_free_port(), max_queued_requests=256)
-    control.deploy(serve_config(args, plan_routing(args), options))
+    batch = BatchSettings(max_batch_size=max_batch_size)
+    control.deploy(serve_config(args, plan_routing(args, batch=batch), options))
     url = f"http://127.0.0.1:{direct}/v1/models/{name}/predict"
     try:
         results = {"pomona batched": asyncio.run(_load(url, body, clients, seconds))}
@@ -322,13 +367,15 @@ def main() -> None:
             for name in options.models:
                 body = _png(MODELS[name][1])
                 model_dir = Path(tmp) / name
-                rows = {"raw (in-process)": _raw(model_dir, body, options.seconds)}
+                raw = _raw(model_dir, body, options.seconds)
+                rows = {"raw (in-process)": raw}
+                best = int(raw["best batch"])
                 rows.update(
-                    _pomona(registry.uri, name, body, options.clients, options.seconds, direct)
+                    _pomona(
+                        registry.uri, name, body, options.clients, options.seconds, direct, best
+                    )
                 )
-                rows["fastapi (uvicorn)"] = _fastapi(
-                    model_dir, body, options.clients, options.seconds
-                )
+                rows.update(_fastapi(model_dir, body, options.clients, options.seconds))
                 _print(name, rows, options)
         finally:
             serve.shutdown()
@@ -350,11 +397,13 @@ def _print(name: str, rows: dict[str, dict[str, float]], options: argparse.Names
         print(f"| {setup} | {' | '.join(cells)} |")
     served = rows["pomona batched"]["req/s"]
     half = rows["pomona batched, half load"]
+    plain = rows["fastapi, half load"]
     print(
         f"pomona/raw {served / rows['raw (in-process)']['req/s']:.2f}, "
         f"batched/unbatched {served / rows['pomona unbatched']['req/s']:.2f}, "
         f"pomona/fastapi {served / rows['fastapi (uvicorn)']['req/s']:.2f}, "
-        f"p99/p50 at half load {half['p99 ms'] / half['p50 ms']:.1f}"
+        f"p99/p50 at half load {half['p99 ms'] / half['p50 ms']:.1f} "
+        f"(fastapi {plain['p99 ms'] / plain['p50 ms']:.1f})"
     )
 
 

@@ -90,11 +90,12 @@ def as_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
 def probabilities(model: nn.Module, spec: Preprocessing, pixels: np.ndarray) -> np.ndarray:
     """Softmax probabilities ``(N, classes)`` for uint8 ``(N, H, W, C)`` pixels.
 
-    The pixels are normalised on the model's device, as in training.
+    The pixels are normalised on the model's device, as in training, into the channels-last
+    layout of a model from :func:`pomona.models.load_model`.
     """
     batch = as_tensor(pixels, next(model.parameters()).device)
     with torch.inference_mode():
-        logits = model(to_model_input(batch, spec))
+        logits = model(to_model_input(batch, spec, torch.channels_last))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 

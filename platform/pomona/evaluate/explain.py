@@ -45,7 +45,7 @@ def gradcam_overlays(
         One uint8 ``(H, W, 3)`` overlay per image.
     """
     device = next(model.parameters()).device
-    inputs = to_model_input(as_tensor(pixels, device), spec)
+    inputs = to_model_input(as_tensor(pixels, device), spec, torch.channels_last)
     targets = None if class_idx is None else torch.as_tensor(class_idx, device=device)
     heatmaps = grad_cam(model, target_layer(model, architecture), inputs, targets)
     return [overlay(image, heatmap) for image, heatmap in zip(pixels, heatmaps, strict=True)]
