@@ -29,7 +29,7 @@ from typing import Any
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
@@ -135,6 +135,7 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
             use_gpu=config.use_gpu,
             resources_per_worker={"CPU": cpus_per_worker},
         ),
+        dataset_config=_data_config(config.num_workers),
         datasets={
             "train": read_split(
                 config.data,
@@ -157,6 +158,16 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
         ),
     )
     trainer.fit()
+
+
+def _data_config(num_workers: int) -> DataConfig:
+    """Split the datasets between several workers; a single worker reads them whole.
+
+    A split dataset is served through a ``SplitCoordinator`` actor per dataset: for one worker,
+    two more processes to start per run (and per sweep trial) that only pass blocks on.
+    Unsplit, the worker runs the (cached) dataset's execution itself.
+    """
+    return DataConfig(datasets_to_split="all" if num_workers > 1 else [])
 
 
 def default_threads(cluster_cpus: float, num_workers: int) -> int:
