@@ -114,7 +114,7 @@ def load_model(
 
     Returns:
         The model in eval mode on ``device``, and its card. Its convolution weights are in the
-        channels-last (NHWC) layout, in which oneDNN's CPU convolutions run 1.4-2x faster than
+        channels-last (NHWC) layout, in which oneDNN's CPU convolutions run 1.2-1.9x faster than
         NCHW (``benchmarks/inference_layout.py``); feed it
         ``to_model_input(..., memory_format=torch.channels_last)``, as
         :func:`pomona.inference.probabilities` does. Any layout gives the same results.
