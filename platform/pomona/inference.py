@@ -19,7 +19,7 @@ from torch import nn
 
 from pomona.data import images
 from pomona.data.manifest import Preprocessing
-from pomona.data.tensors import to_model_input
+from pomona.data.tensors import INFERENCE_FORMAT, to_model_input
 from pomona.errors import ConfigError
 from pomona.models.card import ModelCard
 
@@ -95,7 +95,7 @@ def probabilities(model: nn.Module, spec: Preprocessing, pixels: np.ndarray) -> 
     """
     batch = as_tensor(pixels, next(model.parameters()).device)
     with torch.inference_mode():
-        logits = model(to_model_input(batch, spec, torch.channels_last))
+        logits = model(to_model_input(batch, spec, INFERENCE_FORMAT))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 

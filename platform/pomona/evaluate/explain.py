@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pomona.data.manifest import Preprocessing
-from pomona.data.tensors import to_model_input
+from pomona.data.tensors import INFERENCE_FORMAT, to_model_input
 from pomona.evaluate.gradcam import grad_cam, overlay
 from pomona.evaluate.html import png_bytes
 from pomona.inference import as_tensor, chunks, load_images
@@ -45,7 +45,7 @@ def gradcam_overlays(
         One uint8 ``(H, W, 3)`` overlay per image.
     """
     device = next(model.parameters()).device
-    inputs = to_model_input(as_tensor(pixels, device), spec, torch.channels_last)
+    inputs = to_model_input(as_tensor(pixels, device), spec, INFERENCE_FORMAT)
     targets = None if class_idx is None else torch.as_tensor(class_idx, device=device)
     heatmaps = grad_cam(model, target_layer(model, architecture), inputs, targets)
     return [overlay(image, heatmap) for image, heatmap in zip(pixels, heatmaps, strict=True)]

@@ -19,6 +19,7 @@ from torch import nn
 
 from pomona.config import format_validation_error
 from pomona.data.manifest import Preprocessing
+from pomona.data.tensors import INFERENCE_FORMAT
 from pomona.errors import CheckpointError, ModelNotFoundError
 from pomona.location import Location, as_location
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights, ModelCard
@@ -113,11 +114,10 @@ def load_model(
         device: where to put the model.
 
     Returns:
-        The model in eval mode on ``device``, and its card. Its convolution weights are in the
-        channels-last (NHWC) layout, in which oneDNN's CPU convolutions run 1.2-1.9x faster than
-        NCHW (``benchmarks/inference_layout.py``); feed it
-        ``to_model_input(..., memory_format=torch.channels_last)``, as
-        :func:`pomona.inference.probabilities` does. Any layout gives the same results.
+        The model in eval mode on ``device``, and its card. Its convolution weights are in
+        :data:`pomona.data.tensors.INFERENCE_FORMAT` (channels-last); feed it input in the same
+        layout, as :func:`pomona.inference.probabilities` does. Any layout gives the same
+        results.
 
     Raises:
         ModelNotFoundError: ``directory`` has no ``model.json``.
@@ -143,4 +143,4 @@ def load_model(
         # One line: the CLI prints a known error's message on a single line.
         reason = " ".join(str(error).split())
         raise CheckpointError(f"{path} does not fit {card.architecture}: {reason}") from None
-    return model.to(device, memory_format=torch.channels_last).eval(), card
+    return model.to(device, memory_format=INFERENCE_FORMAT).eval(), card
