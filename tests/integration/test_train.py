@@ -131,36 +131,29 @@ def low_high(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     return low, high, root / "pretrain"
 
 
-def test_transfer_learning_beats_random_init(
+def test_pretrained_features_beat_random_ones(
     ray_session: None, low_high: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     _, high, pretrain = low_high
-    # After a 1-epoch budget the error is noisy and coarse (BatchNorm statistics, few steps, a
-    # val split of ~130 images), so the test compares the validation loss, with a low rate and
-    # small batches. Runs with the same seed were not bit-for-bit repeatable (val error 0.216
-    # and 0.179 from the same settings). Measured here, fine-tuning all layers with a new head,
-    # six runs over two pretrains and seeds 1/2 (val loss, scratch vs tuned): 0.56/0.49,
-    # 0.54/0.49, 0.52/0.43, 0.63/0.48, 0.54/0.48, 0.50/0.41; the val *error* tied once
-    # (0.179/0.179) and was reversed once across runs. With the backbone frozen (a linear probe
-    # on pretrained vs random features) the gap is wider: val error 0.59/0.39, 0.57/0.32,
-    # 0.57/0.32.
-    for freeze in (False, True):
-        budget = {
-            "epochs": 1,
-            "num_workers": 1,
-            "batch_size": 16,
-            "seed": 1,
-            "learning_rate": 0.05 if freeze else 0.02,
-            "schedule": {"name": "constant"},
-        }
-        scratch = train(
-            config(
-                high, tmp_path / f"scratch-{freeze}", model={"freeze_backbone": freeze}, **budget
-            )
-        )
-        weights = {"weights": str(pretrain), "freeze_backbone": freeze}
-        tuned = train(config(high, tmp_path / f"tuned-{freeze}", model=weights, **budget))
-        assert tuned[-1]["val_loss"] < scratch[-1]["val_loss"], f"freeze_backbone={freeze}"
+    # A linear probe (backbone frozen) on pretrained features against one on random features,
+    # after one epoch. Measured here with BatchNorm statistics recalibrated before validation
+    # (seeds 1 and 2, scratch/tuned): val loss 1.22/0.85 and 1.26/0.84, val error 0.37/0.34 and
+    # 0.51/0.30. Fine-tuning every layer is no test of transfer on this data: from scratch the
+    # network reaches 94-98% on digits 5-9 within the same epoch, and the two were within noise
+    # (val loss 0.32/0.39, 0.32/0.34 at rate 0.02; 0.13/0.13, 0.15/0.12 at 0.05).
+    budget = {
+        "epochs": 1,
+        "num_workers": 1,
+        "batch_size": 16,
+        "seed": 1,
+        "learning_rate": 0.05,
+        "schedule": {"name": "constant"},
+    }
+    frozen = {"freeze_backbone": True}
+    scratch = train(config(high, tmp_path / "scratch", model=frozen, **budget))
+    weights = {"weights": str(pretrain), **frozen}
+    tuned = train(config(high, tmp_path / "tuned", model=weights, **budget))
+    assert tuned[-1]["val_loss"] < scratch[-1]["val_loss"] - 0.1
 
 
 def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -106,6 +106,7 @@ ModelPath = Annotated[
 TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Classes to return per image.")]
 Version = Annotated[int | None, Query(ge=1, description="Pin this version.")]
 Alias = Annotated[str | None, Query(description="Pin the version this alias serves.")]
+PathVersion = Annotated[int, Path(ge=1, description="The version number.", examples=[1])]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -378,37 +379,74 @@ class Api:
         """The server has a routing table and can take requests."""
         return {"ready": self._routing is not None}
 
-    @app.get("/v2/models/{model}/versions/{version}", tags=[_V2], responses=MODEL_ERRORS)
+    # Each OIP route comes twice: ``/v2/models/{model}/...`` (the traffic split or the
+    # reference decides the version) and ``/v2/models/{model}/versions/{version}/...``.
+
     @app.get("/v2/models/{model}", tags=[_V2], responses=MODEL_ERRORS)
     async def metadata(
-        self, request: Request, response: Response, model: ModelPath, version: int | None = None
+        self, request: Request, response: Response, model: ModelPath
     ) -> dict[str, Any]:
         """Model metadata: inputs, outputs, classes."""
+        return self._metadata(request, response, model, None)
+
+    @app.get("/v2/models/{model}/versions/{version}", tags=[_V2], responses=MODEL_ERRORS)
+    async def version_metadata(
+        self, request: Request, response: Response, model: ModelPath, version: PathVersion
+    ) -> dict[str, Any]:
+        """Metadata of one version: inputs, outputs, classes."""
+        return self._metadata(request, response, model, version)
+
+    def _metadata(
+        self, request: Request, response: Response, model: str, version: int | None
+    ) -> dict[str, Any]:
         served = self._resolve(request, model, version, None)
         response.headers[VERSION_HEADER] = str(served.version)
         assert self._routing is not None
         return model_metadata(served.name, self._routing.route(served.name).versions, served.card)
 
-    @app.get("/v2/models/{model}/versions/{version}/ready", tags=[_V2], responses=MODEL_ERRORS)
     @app.get("/v2/models/{model}/ready", tags=[_V2], responses=MODEL_ERRORS)
-    async def model_ready(
-        self, request: Request, model: ModelPath, version: int | None = None
+    async def model_ready(self, request: Request, model: ModelPath) -> dict[str, Any]:
+        """Whether the model is loaded and answering."""
+        return self._ready(request, model, None)
+
+    @app.get("/v2/models/{model}/versions/{version}/ready", tags=[_V2], responses=MODEL_ERRORS)
+    async def version_ready(
+        self, request: Request, model: ModelPath, version: PathVersion
     ) -> dict[str, Any]:
-        """Whether the model (version) is loaded and answering."""
+        """Whether one version is loaded and answering."""
+        return self._ready(request, model, version)
+
+    def _ready(self, request: Request, model: str, version: int | None) -> dict[str, Any]:
         served = self._resolve(request, model, version, None)
         return {"name": served.name, "version": str(served.version), "ready": True}
 
-    @app.post("/v2/models/{model}/versions/{version}/infer", tags=[_V2], responses=MODEL_ERRORS)
     @app.post("/v2/models/{model}/infer", tags=[_V2], responses=MODEL_ERRORS)
     async def infer(
+        self, request: Request, response: Response, body: InferRequest, model: ModelPath
+    ) -> dict[str, Any]:
+        """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
+        return await self._infer(request, response, body, model, None)
+
+    @app.post("/v2/models/{model}/versions/{version}/infer", tags=[_V2], responses=MODEL_ERRORS)
+    async def version_infer(
         self,
         request: Request,
         response: Response,
         body: InferRequest,
         model: ModelPath,
-        version: int | None = None,
+        version: PathVersion,
     ) -> dict[str, Any]:
-        """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
+        """Classify with one version: a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` images."""
+        return await self._infer(request, response, body, model, version)
+
+    async def _infer(
+        self,
+        request: Request,
+        response: Response,
+        body: InferRequest,
+        model: str,
+        version: int | None,
+    ) -> dict[str, Any]:
         served = self._resolve(request, model, version, None)
         pixels = images_from_tensor(body.inputs[0], served.card, self._args.max_pixels)
         probs = await served.predict(pixels)

@@ -125,6 +125,10 @@ class TrainConfig(StrictModel):
         weight_decay: L2 penalty on weights; biases and normalisation parameters get none.
         schedule: learning-rate schedule.
         label_smoothing: cross-entropy label smoothing, in [0, 1).
+        precise_bn_samples: before each validation, every BatchNorm layer's running statistics
+            are recomputed with the epoch's final weights over this many training images (the
+            epoch's first batches, per worker, averaged over workers); 0 keeps PyTorch's running
+            averages. Costs a forward pass over these images per epoch.
         seed: seeds Python, NumPy and torch on every worker, and the data shuffle.
         num_workers: Ray Train workers (data-parallel processes).
         use_gpu: give each worker one GPU.
@@ -149,6 +153,7 @@ class TrainConfig(StrictModel):
     weight_decay: NonNegativeFloat = 5e-4
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precise_bn_samples: NonNegativeInt = 512
     seed: int = 0
     num_workers: PositiveInt = 2
     use_gpu: bool = False

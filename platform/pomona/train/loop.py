@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,6 +262,67 @@ def train_one_epoch(
         if on_step is not None:
             on_step(step)
     return totals.stats()
+
+
+def keep_first(batches: Iterable[Batch], samples: int, kept: list[Batch]) -> Iterator[Batch]:
+    """Yield ``batches`` unchanged, appending the first ones, up to ``samples`` images, to ``kept``.
+
+    Lets :func:`recalibrate_batchnorm` reuse training batches the epoch has already loaded.
+    """
+    held = 0
+    for batch in batches:
+        if held < samples:
+            kept.append(batch)
+            held += len(batch["label"])
+        yield batch
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device | str
+) -> bool:
+    """Replace every BatchNorm layer's running statistics with their mean over ``batches``,
+    computed with the model's current weights ("precise BatchNorm").
+
+    During training the running statistics average the last few dozen batches, each seen by
+    different weights; while the weights move fast (a high learning rate, the first epochs) they
+    describe none of them, and the eval-mode error can be far above the training error (digits,
+    simple_cnn, learning rate 0.3: 0.32 against 0.05 after epoch 3; 0.05 recalibrated). Validation
+    and the published model then use statistics of the weights they evaluate.
+
+    Args:
+        model: the bare network (not a ``DistributedDataParallel`` wrapper, whose forward would
+            broadcast rank 0's statistics); its train/eval mode is restored.
+        batches: training batches, as :func:`train_one_epoch` takes them.
+        device: where the model lives.
+
+    Returns:
+        Whether the model has BatchNorm layers (nothing is run when it has none).
+    """
+    norms = batchnorm_layers(model)
+    if not norms:
+        return False
+    momenta = [norm.momentum for norm in norms]
+    training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch["image"].to(device, non_blocking=True))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(training)
+    return True
 
 
 def evaluate(

@@ -45,11 +45,15 @@ from pomona.registry import Registry
 from pomona.train import run_dir as rundir
 from pomona.train.config import TrainConfig
 from pomona.train.loop import (
+    Batch,
     BestSinceCheckpoint,
     EpochStats,
+    batchnorm_layers,
     build_optimizer,
     build_scheduler,
     evaluate,
+    keep_first,
+    recalibrate_batchnorm,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -293,13 +297,18 @@ def _train_worker(payload: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
-        batches = torch_batches(
-            train_shard,
-            config.worker_batch_size,
-            spec,
-            device,
-            shuffle_buffer=4 * config.worker_batch_size,
-            seed=config.seed + epoch,
+        kept: list[Batch] = []
+        batches = keep_first(
+            torch_batches(
+                train_shard,
+                config.worker_batch_size,
+                spec,
+                device,
+                shuffle_buffer=4 * config.worker_batch_size,
+                seed=config.seed + epoch,
+            ),
+            config.precise_bn_samples,
+            kept,
         )
         train_stats = _all_reduce(
             train_one_epoch(model, batches, optimizer, scheduler, loss_fn, device), device
@@ -311,6 +320,9 @@ def _train_worker(payload: dict[str, Any]) -> None:
                 f"(it is {config.learning_rate:g})"
             )
         elapsed = time.perf_counter() - started
+        if config.precise_bn_samples and recalibrate_batchnorm(unwrap(model), kept, device):
+            _average_batchnorm(unwrap(model))
+        kept.clear()
         val_batches = torch_batches(val_shard, config.worker_batch_size, spec, device)
         val_stats = _all_reduce(evaluate(model, val_batches, loss_fn, device), device)
         metrics = {
@@ -350,6 +362,20 @@ def _train_worker(payload: dict[str, Any]) -> None:
                 )
         else:
             ray.train.report(metrics)
+
+
+def _average_batchnorm(model: torch.nn.Module) -> None:
+    """Average BatchNorm running statistics over all workers (a no-op for a single worker)."""
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    buffers = [b for norm in batchnorm_layers(model) for b in (norm.running_mean, norm.running_var)]
+    if not buffers:
+        return
+    flat = torch.cat([b.flatten() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for buffer, values in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+        buffer.copy_(values.view_as(buffer))
 
 
 def _all_reduce(stats: EpochStats, device: torch.device) -> EpochStats:

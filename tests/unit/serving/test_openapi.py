@@ -63,3 +63,14 @@ def test_routes_are_grouped_and_summarised(spec: dict[str, Any]) -> None:
     assert tags["/v2/models/{model}/infer"] == ["Open Inference Protocol v2"]
     assert _operation(spec, PREDICT)["summary"] == "Classify one image"
     assert _operation(spec, BATCH)["summary"] == "Classify several images"
+
+
+def test_oip_routes_take_a_version_only_in_their_versioned_path(spec: dict[str, Any]) -> None:
+    for suffix, method in (("", "get"), ("/ready", "get"), ("/infer", "post")):
+        plain = _operation(spec, f"/v2/models/{{model}}{suffix}", method)
+        pinned = _operation(spec, f"/v2/models/{{model}}/versions/{{version}}{suffix}", method)
+        assert [(p["name"], p["in"]) for p in plain["parameters"]] == [("model", "path")]
+        assert [(p["name"], p["in"]) for p in pinned["parameters"]] == [
+            ("model", "path"),
+            ("version", "path"),
+        ]

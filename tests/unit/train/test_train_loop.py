@@ -21,6 +21,8 @@ from pomona.train.loop import (
     build_optimizer,
     build_scheduler,
     evaluate,
+    keep_first,
+    recalibrate_batchnorm,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -201,3 +203,49 @@ def test_the_best_epoch_between_checkpoints_is_kept_for_the_next_one() -> None:
     best.update(model, {"epoch": 5, "val_error": 0.1}, checkpointed=False)
     best.update(model, {"epoch": 6, "val_error": 0.05}, checkpointed=True)  # newer and better
     assert best.take() is None
+
+
+def _image_batches(sizes: list[int], shift: float) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        {
+            "image": torch.randn(n, 1, 8, 8, generator=generator) * 2 + shift,
+            "label": torch.zeros(n, dtype=torch.int64),
+        }
+        for n in sizes
+    ]
+
+
+def test_keep_first_passes_every_batch_and_keeps_the_first_images() -> None:
+    batches = _image_batches([4, 4, 4, 4], shift=0)
+    kept: list[dict[str, torch.Tensor]] = []
+    assert list(keep_first(batches, 6, kept)) == batches
+    assert kept == batches[:2]  # the batch that crosses the limit is kept whole
+    none: list[dict[str, torch.Tensor]] = []
+    assert len(list(keep_first(batches, 0, none))) == 4 and none == []
+
+
+def test_recalibrated_batchnorm_statistics_describe_the_current_weights() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten())
+    norm = model[1]
+    # Running averages left behind by inputs around 5 with momentum 0.1.
+    with torch.no_grad():
+        for batch in _image_batches([16] * 5, shift=5.0):
+            model(batch["image"])
+    model.eval()
+    batches = _image_batches([16, 16, 8], shift=-1.0)
+    assert recalibrate_batchnorm(model, batches, "cpu")
+    assert not model.training and norm.momentum == 0.1
+    with torch.no_grad():
+        features = [model[0](b["image"]) for b in batches]
+    means = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(dim=0)
+    variances = torch.stack([f.var(dim=(0, 2, 3)) for f in features]).mean(dim=0)
+    torch.testing.assert_close(norm.running_mean, means)
+    torch.testing.assert_close(norm.running_var, variances)
+    assert int(norm.num_batches_tracked) == 3
+
+
+def test_recalibration_skips_a_model_without_batchnorm() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    assert not recalibrate_batchnorm(model, _image_batches([4], shift=0), "cpu")
