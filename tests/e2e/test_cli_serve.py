@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -66,6 +68,26 @@ def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
     return found
 
 
+def _assert_overload_is_refused_then_served(url: str, image: bytes) -> None:
+    """A burst far over one replica's queue (the replica serves HTTP itself, no proxy) gets
+    503 with Retry-After, never a timeout, and the next request is answered."""
+
+    def predict(_: int) -> requests.Response:
+        return requests.post(
+            f"{url}/v1/models/digits/predict",
+            data=image,
+            headers={"Content-Type": "image/png"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=150) as pool:
+        answers = list(pool.map(predict, range(450)))
+    codes = Counter(answer.status_code for answer in answers)
+    assert set(codes) == {200, 503}, codes
+    assert all(a.headers["Retry-After"].isdigit() for a in answers if a.status_code == 503)
+    assert predict(0).status_code == 200
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
 def test_serve_answers_and_a_stop_signal_leaves_no_process(
@@ -85,6 +107,8 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
             str(port),
             "--metrics-port",
             str(port + 1),
+            "--max-queued",
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -111,6 +135,7 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
             timeout=60,
         )
         assert answer.status_code == 200 and answer.json()["version"] == 1
+        _assert_overload_is_refused_then_served(f"http://127.0.0.1:{port}", image)
         assert _cluster_processes(gcs_address)
         server.send_signal(stop)
         rest, errors = server.communicate(timeout=120)
