@@ -39,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are Markdown, so a docstring's wrapped lines flow into one paragraph.
+    rich_markup_mode="markdown",
 )
 
 

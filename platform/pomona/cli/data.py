@@ -40,7 +40,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
 def digits(
     out: Annotated[Path, typer.Argument(help="Directory to create.")],
     layout: Annotated[
-        Layout, typer.Option(help="folders: OUT/<label>/<n>.png; prefix: OUT/<label>_<n>.png")
+        Layout, typer.Option(help="folders: `OUT/<label>/<n>.png`; prefix: `OUT/<label>_<n>.png`")
     ] = "folders",
     size: Annotated[int, typer.Option(help="Side of the written images in pixels.")] = 32,
     image_format: Annotated[ImageFormat, typer.Option("--format", help="png or jpeg.")] = "png",

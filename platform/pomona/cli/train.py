@@ -28,7 +28,9 @@ def train_command(
     model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
     weights: Annotated[
         str | None,
-        typer.Option(help="Pretrained weights: file, model dir, registry ref, torchvision:<W>.<m>"),
+        typer.Option(
+            help="Pretrained weights: file, model dir, registry ref, `torchvision:<W>.<m>`"
+        ),
     ] = None,
     head: Annotated[
         str | None,
