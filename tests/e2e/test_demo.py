@@ -26,6 +26,7 @@ def test_demo_end_to_end(pomona, ray_session: None, tmp_path: Path) -> None:
     # Series of Serve apps that ran earlier in this Ray session (other tests) may be listed too.
     requests = [line for line in result.out.splitlines() if "ray_pomona_requests_total{" in line]
     assert any('code="200"' in line and line.endswith(" 2.0") for line in requests), requests
+    assert "(raylet)" not in result.out  # Serve stops without Ray's failed-task line
     report = json.loads((workdir / "report" / "report.json").read_text())
     assert report["count"] == 269
     assert (workdir / "registry" / "digits" / "versions" / "1" / "version.json").is_file()

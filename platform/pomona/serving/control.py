@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray import serve
 from ray.serve._private.api import serve_start
-from ray.serve.context import _get_global_client
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+from ray.serve.context import _disconnect, _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
 from pomona.errors import ConfigError, ModelNotFoundError
@@ -190,6 +192,25 @@ def delete() -> None:
     serve.delete(APP_NAME)
 
 
-def shutdown() -> None:
-    """Shut Serve down (all applications, proxies and the controller)."""
-    serve.shutdown()
+def shutdown(timeout_s: float = 60.0) -> None:
+    """Shut Serve down (all applications, proxies and the controller) and wait for it.
+
+    ``serve.shutdown()`` waits on a controller call that only the controller's exit ends; Ray
+    reports that call as a failed task on the driver's stdout, the one line from Ray on an
+    otherwise clean stop. Here the controller is told to shut down, and its exit is awaited by
+    looking its name up, with no call in flight.
+    """
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return
+    ray.get(client._controller.graceful_shutdown.remote(wait=False))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            break
+        time.sleep(_POLL_S)
+    else:
+        logger.warning("Serve's controller did not stop within %.0f s", timeout_s)
+    _disconnect()  # forget the client of the controller that is gone
