@@ -32,7 +32,7 @@ pytestmark = pytest.mark.ray
 SPEC = Preprocessing(height=16, width=16, channels=1)
 
 
-def ingest_digits(src: Path, out: Path, keep: set[str] | None = None) -> Path:
+def ingest_folder(src: Path, out: Path, keep: set[str] | None = None) -> Path:
     if keep is not None:
         for folder in src.iterdir():
             if folder.name not in keep:
@@ -45,7 +45,7 @@ def ingest_digits(src: Path, out: Path, keep: set[str] | None = None) -> Path:
 def all_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("all-digits")
     write_digits(root / "images", size=16)
-    return ingest_digits(root / "images", root / "dataset")
+    return ingest_folder(root / "images", root / "dataset")
 
 
 def config(data: Path, out: Path, **updates: object) -> TrainConfig:
@@ -125,8 +125,8 @@ def low_high(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     root = tmp_path_factory.mktemp("transfer")
     write_digits(root / "low", size=16)
     write_digits(root / "high", size=16)
-    low = ingest_digits(root / "low", root / "ds-low", keep={"0", "1", "2", "3", "4"})
-    high = ingest_digits(root / "high", root / "ds-high", keep={"5", "6", "7", "8", "9"})
+    low = ingest_folder(root / "low", root / "ds-low", keep={"0", "1", "2", "3", "4"})
+    high = ingest_folder(root / "high", root / "ds-high", keep={"5", "6", "7", "8", "9"})
     train(config(low, root / "pretrain", epochs=4, num_workers=1))
     return low, high, root / "pretrain"
 
@@ -203,7 +203,7 @@ def dark_light(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         for i in range(60):
             pixels = rng.integers(low, high, size=(16, 16), dtype=np.uint8)
             Image.fromarray(pixels, mode="L").save(root / "images" / label / f"{i:03d}.png")
-    dataset = ingest_digits(root / "images", root / "dataset")
+    dataset = ingest_folder(root / "images", root / "dataset")
     train(config(dataset, root / "pretrain", epochs=3, num_workers=1))
     return dataset, root / "pretrain"
 
