@@ -30,7 +30,7 @@ def test_file_uris_from_ingest_to_the_registry(
 
     result = pomona("train", "--data", data, "--out", run, "--epochs", "1", *_TRAIN)
     assert result.code == 0, result.err
-    assert flat(f"model at {tmp_path}/run/model.safetensors") in flat(result.out)
+    assert flat(f"model at {run}/model.safetensors") in flat(result.out)
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1]
 
     report = tmp_path / "report"

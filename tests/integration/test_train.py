@@ -79,6 +79,26 @@ def test_two_workers_reach_95_percent_like_one_worker(
     assert abs(one[-1]["val_error"] - two[-1]["val_error"]) <= 0.03
 
 
+def test_the_same_seed_repeats_a_run_exactly(
+    ray_session: None, digits_dataset: Path, tmp_path: Path
+) -> None:
+    augment = {"random_crop_padding": 2, "hflip": True}
+    runs = {
+        name: config(digits_dataset, tmp_path / name, epochs=2, seed=seed, augment=augment)
+        for name, seed in (("first", 0), ("again", 0), ("other", 1))
+    }
+    rows = {name: train(cfg) for name, cfg in runs.items()}
+
+    def losses(name: str) -> list[tuple[float, ...]]:
+        return [(r["train_loss"], r["val_loss"], r["val_error"]) for r in rows[name]]
+
+    # Data order, shuffle, crops and flips all follow the seed, on both workers.
+    assert losses("again") == losses("first")
+    weights = {name: load_state_dict_file(tmp_path / name / "model.safetensors") for name in runs}
+    assert all(torch.equal(weights["first"][k], weights["again"][k]) for k in weights["first"])
+    assert losses("other") != losses("first")
+
+
 def test_killed_worker_is_replaced_and_resumes_from_checkpoint(
     ray_session: None, digits_dataset: Path, tmp_path: Path
 ) -> None:

@@ -125,9 +125,10 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
             markup=False,
         )
     best = min(rows, key=lambda r: r["val_error"])
+    out = config.out.rstrip("/")  # as the user wrote it, relative or a URI
     console.print(
         f"best epoch {int(best['epoch'])}: val error {best['val_error']:.4f}; model at "
-        f"{run_dir / 'model.safetensors'}; curves at {run_dir / 'curves.png'}"
+        f"{out}/model.safetensors; curves at {out}/curves.png"
     )
     return rows
 

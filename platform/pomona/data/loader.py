@@ -3,14 +3,13 @@
 Shards already hold decoded, resized uint8 pixels, so reading is cheap: the read tasks turn each
 shard's fixed-size binary image column into a uint8 ``(N, H, W, C)`` tensor column without
 copying it (:func:`pomona.data.shards.image_array`), and every later stage sees that.
-Augmentation (random crop with padding, horizontal flip) runs as a ``map_batches`` stage of the
-Ray Data pipeline, on uint8, before batches reach the training loop; normalisation to float
-happens last, on the consuming device, in :func:`torch_batches`.
+:func:`torch_batches` moves uint8 batches to the consuming device, augments them there if asked
+(:mod:`pomona.data.augment`, from a seeded generator) and normalises them to float last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +17,6 @@ import pyarrow.fs as pafs
 import ray.data
 import torch
 
-from pomona.data.augment import Augmentation, augment_batch
 from pomona.data.manifest import Manifest, Preprocessing
 from pomona.data.shards import DatasetDir, image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
@@ -30,18 +28,16 @@ def read_split(
     split: str,
     *,
     manifest: Manifest | None = None,
-    augmentation: Augmentation | None = None,
     columns: tuple[str, ...] = ("image", "label"),
     cache: bool = False,
 ) -> ray.data.Dataset:
-    """A Ray Dataset over one split's shards, optionally augmented.
+    """A Ray Dataset over one split's shards.
 
     Args:
         dataset_dir: the ingested dataset directory: a local path, or a URI that every node
             reads itself (the filesystem travels with the read tasks).
         split: ``train``, ``val`` or ``test``.
         manifest: the already-read manifest (read from ``dataset_dir`` when None).
-        augmentation: augmentation to apply (training only).
         columns: columns to read; ``path`` and ``label_name`` are there for reports.
         cache: read the split now and keep it in Ray's object store (for splits read many
             times, such as once per training epoch, that fit in memory).
@@ -53,15 +49,13 @@ def read_split(
     location = as_location(dataset_dir)
     paths = shard_paths(location, manifest, split)
     dataset = _read_shards(paths, list(columns), manifest.image_shape, location.filesystem)
+    # Rows in the shards' order, not in whichever order read tasks finish: a training run then
+    # sees the same data order, and repeats exactly, with the same seed.
+    dataset.context.execution_options.preserve_order = True
     if cache:
         # Read once into Ray's object store: each later epoch iterates those blocks instead of
         # decoding the Parquet files again (3-5x faster per epoch, benchmarks/scale.py).
-        # Augmentation stays after the cache so every epoch draws new crops and flips.
         dataset = dataset.materialize()
-    if augmentation is not None and augmentation.enabled:
-        dataset = dataset.map_batches(
-            augment_batch, fn_kwargs={"augmentation": augmentation}, batch_format="numpy"
-        )
     return dataset
 
 
@@ -121,6 +115,7 @@ def torch_batches(
     *,
     shuffle_buffer: int | None = None,
     seed: int | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yield ``{"image": float32 NCHW, "label": int64}`` batches normalised per ``spec``.
 
@@ -133,6 +128,8 @@ def torch_batches(
         device: where the tensors should live.
         shuffle_buffer: rows kept for a local shuffle (training); None keeps the order.
         seed: seed of the local shuffle.
+        augment: applied to each batch's uint8 pixels on ``device`` before they are
+            normalised (training: :func:`pomona.data.augment.augment_batch`).
     """
     batches = data.iter_torch_batches(
         batch_size=batch_size,
@@ -143,4 +140,5 @@ def torch_batches(
         prefetch_batches=2,
     )
     for batch in batches:
-        yield {"image": to_model_input(batch["image"], spec), "label": batch["label"]}
+        pixels = batch["image"] if augment is None else augment(batch["image"])
+        yield {"image": to_model_input(pixels, spec), "label": batch["label"]}

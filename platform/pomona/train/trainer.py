@@ -18,14 +18,17 @@ read the shards through the dataset's filesystem on whichever node they run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ray.data
 import ray.train
 import torch
 import torch.distributed as dist
@@ -33,6 +36,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
+from pomona.data.augment import augment_batch, augmentation_generator
 from pomona.data.loader import read_split, torch_batches
 from pomona.data.manifest import Manifest
 from pomona.errors import TrainingError
@@ -145,7 +149,6 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
                 config.data,
                 "train",
                 manifest=manifest,
-                augmentation=config.augment,
                 cache=_fits_in_object_store(manifest, "train"),
             ),
             "val": read_split(
@@ -165,13 +168,20 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
 
 
 def _data_config(num_workers: int) -> DataConfig:
-    """Split the datasets between several workers; a single worker reads them whole.
+    """Split the datasets between several workers; a single worker reads them whole; keep order.
 
     A split dataset is served through a ``SplitCoordinator`` actor per dataset: for one worker,
     two more processes to start per run (and per sweep trial) that only pass blocks on.
     Unsplit, the worker runs the (cached) dataset's execution itself.
+
+    Blocks reach the workers in the shards' order (Ray Data otherwise yields whichever is ready
+    first), so that the seeded shuffle, and with it the whole run, repeats with the same seed.
     """
-    return DataConfig(datasets_to_split="all" if num_workers > 1 else [])
+    # The driver's options, as Train would apply them, with the order kept. (Copied rather than
+    # rebuilt: Ray 2.60's DataConfig.default_ingest_options warns that a field is deprecated.)
+    options = copy.deepcopy(ray.data.DataContext.get_current().execution_options)
+    options.preserve_order = True
+    return DataConfig(datasets_to_split="all" if num_workers > 1 else [], execution_options=options)
 
 
 def default_threads(cluster_cpus: float, num_workers: int) -> int:
@@ -306,6 +316,11 @@ def _train_worker(payload: dict[str, Any]) -> None:
                 device,
                 shuffle_buffer=4 * config.worker_batch_size,
                 seed=config.seed + epoch,
+                augment=partial(
+                    augment_batch,
+                    augmentation=config.augment,
+                    generator=augmentation_generator(config.seed, epoch, rank),
+                ),
             ),
             config.precise_bn_samples,
             kept,
