@@ -114,6 +114,8 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        # As a script's background job starts: with SIGINT ignored. It must stop all the same.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         lines = []

@@ -193,9 +193,11 @@ def start_command(
         with serving(config, metrics_port) as urls:
             from pomona.serving import control
 
-            # A TERM (e.g. from a supervisor) shuts down as cleanly as Ctrl-C. Set once Ray
-            # runs: ray.init installs a handler of its own that aborts the process.
-            signal.signal(signal.SIGTERM, _interrupt)
+            # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a
+            # script started the server in the background, whose SIGINT arrives ignored. Set
+            # once Ray runs: ray.init installs a TERM handler of its own that aborts the process.
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop, _interrupt)
 
             _print_state(control.state())
             console.print(
