@@ -18,7 +18,6 @@ read the shards through the dataset's filesystem on whichever node they run.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import tempfile
@@ -126,6 +125,17 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
     cpus_per_worker = config.cpus_per_worker or auto_cpus_per_worker(
         cluster_cpus, config.num_workers
     )
+    datasets = {
+        "train": read_split(
+            config.data,
+            "train",
+            manifest=manifest,
+            cache=_fits_in_object_store(manifest, "train"),
+        ),
+        "val": read_split(
+            config.data, "val", manifest=manifest, cache=_fits_in_object_store(manifest, "val")
+        ),
+    }
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={
@@ -143,18 +153,8 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
             use_gpu=config.use_gpu,
             resources_per_worker={"CPU": cpus_per_worker},
         ),
-        dataset_config=_data_config(config.num_workers),
-        datasets={
-            "train": read_split(
-                config.data,
-                "train",
-                manifest=manifest,
-                cache=_fits_in_object_store(manifest, "train"),
-            ),
-            "val": read_split(
-                config.data, "val", manifest=manifest, cache=_fits_in_object_store(manifest, "val")
-            ),
-        },
+        dataset_config=_data_config(config.num_workers, datasets),
+        datasets=datasets,
         run_config=RunConfig(
             name=rundir.CHECKPOINTS,
             storage_path=prepared.run_dir.path,
@@ -167,21 +167,23 @@ def _fit(prepared: PreparedRun, callbacks: Sequence[UserCallback]) -> None:
     trainer.fit()
 
 
-def _data_config(num_workers: int) -> DataConfig:
-    """Split the datasets between several workers; a single worker reads them whole; keep order.
+def _data_config(num_workers: int, datasets: dict[str, ray.data.Dataset]) -> DataConfig:
+    """Split the datasets between several workers; a single worker reads them whole.
 
     A split dataset is served through a ``SplitCoordinator`` actor per dataset: for one worker,
     two more processes to start per run (and per sweep trial) that only pass blocks on.
     Unsplit, the worker runs the (cached) dataset's execution itself.
 
-    Blocks reach the workers in the shards' order (Ray Data otherwise yields whichever is ready
-    first), so that the seeded shuffle, and with it the whole run, repeats with the same seed.
+    Each dataset keeps its own execution options (Ray Train would otherwise replace them with
+    the driver's), among them the shards' order that :func:`pomona.data.loader.read_split`
+    sets: the seeded shuffle, and with it the whole run, then repeats with the same seed.
     """
-    # The driver's options, as Train would apply them, with the order kept. (Copied rather than
-    # rebuilt: Ray 2.60's DataConfig.default_ingest_options warns that a field is deprecated.)
-    options = copy.deepcopy(ray.data.DataContext.get_current().execution_options)
-    options.preserve_order = True
-    return DataConfig(datasets_to_split="all" if num_workers > 1 else [], execution_options=options)
+    return DataConfig(
+        datasets_to_split="all" if num_workers > 1 else [],
+        execution_options={
+            name: dataset.context.execution_options for name, dataset in datasets.items()
+        },
+    )
 
 
 def default_threads(cluster_cpus: float, num_workers: int) -> int:
