@@ -9,7 +9,9 @@ For each model (the digits ``simple_cnn`` at 32x32x1, overhead-bound, and ``resn
 same PNG bytes and the same number of concurrent clients:
 
 a. raw: the model called in-process on pre-decoded pixels at its best batch size (1, 4, 8 or
-   16), 2 torch threads: the ceiling.
+   16), 2 torch threads: the ceiling. Every setup loads the model as ``pomona serve`` does
+   (:func:`pomona.inference.load_for_inference`: channels-last, BatchNorms folded), so the
+   ratios compare the servers, not the model preparation.
 b. pomona: as ``pomona serve`` runs it (the same Serve config and direct ingress: one replica,
    2 torch threads, ``num_cpus=0``), batched with the max batch size the README advises for the
    model on 2 cores (``pomona serve --max-batch-size``: 16 for digits, 8 for resnet18, where
@@ -58,8 +60,8 @@ from PIL import Image
 
 from pomona.cluster.runtime import use_local_ray_defaults
 from pomona.data.manifest import Preprocessing
-from pomona.inference import decode, probabilities
-from pomona.models import build_model, load_model, save_model
+from pomona.inference import decode, load_for_inference, probabilities
+from pomona.models import build_model, save_model
 
 # Before Ray is imported (only inside functions here): loopback only, no usage reporting,
 # token authentication.
@@ -84,11 +86,10 @@ _FASTAPI_SERVER = textwrap.dedent(
     """
     import sys, torch, uvicorn
     from fastapi import FastAPI, Request
-    from pomona.inference import decode, predict_pixels
-    from pomona.models import load_model
+    from pomona.inference import decode, load_for_inference, predict_pixels
 
     torch.set_num_threads(2)
-    model, card = load_model(sys.argv[1], "cpu")
+    model, card = load_for_inference(sys.argv[1], "cpu")
     app = FastAPI()
 
     @app.post("/predict")
@@ -227,7 +228,7 @@ _BATCHES = (1, 4, 8, 16)
 def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    model, card = load_model(model_dir, "cpu")
+    model, card = load_for_inference(model_dir, "cpu")
     pixels = decode(body, card.preprocessing)
     best = {}
     for batch in _BATCHES:

@@ -21,7 +21,9 @@ from pomona.data import images
 from pomona.data.manifest import Preprocessing
 from pomona.data.tensors import INFERENCE_FORMAT, to_model_input
 from pomona.errors import ConfigError
+from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
+from pomona.models.fusion import fold_batch_norms
 
 #: Images per forward pass: bounds memory for large inputs while still batching the common case.
 IMAGES_PER_BATCH = 32
@@ -48,6 +50,22 @@ class Prediction:
     def score(self) -> float:
         """Probability of the predicted class."""
         return self.scores[0]
+
+
+def load_for_inference(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelCard]:
+    """A model directory's network ready to answer, and its card.
+
+    :func:`pomona.models.load_model` (weights checked against the card, eval mode,
+    channels-last), then every BatchNorm folded into its convolution
+    (:func:`pomona.models.fusion.fold_batch_norms`): the same outputs up to float rounding, in
+    fewer passes over the activations. Only for answering: the folded model is not saved or
+    trained.
+    """
+    model, card = load_model(directory, device)
+    fold_batch_norms(model)
+    return model, card
 
 
 def decode(

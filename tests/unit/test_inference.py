@@ -13,7 +13,7 @@ from pomona import inference
 from pomona.data import images
 from pomona.data.tensors import to_model_input
 from pomona.errors import ConfigError
-from pomona.inference import decode, predict_files, predict_pixels
+from pomona.inference import decode, load_for_inference, predict_files, predict_pixels
 from pomona.models import load_model
 
 
@@ -41,6 +41,20 @@ def test_predictions_use_the_training_preprocessing(
         assert prediction.scores == pytest.approx(probs[order].tolist(), abs=1e-6)
         assert prediction.label == classes[probs.argmax()]
         assert prediction.score == pytest.approx(probs.max(), abs=1e-6)
+
+
+def test_a_model_loaded_to_answer_has_its_batch_norms_folded(
+    tiny_model_dir: Path, image_files: list[Path]
+) -> None:
+    model, card = load_for_inference(tiny_model_dir)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert card == load_model(tiny_model_dir)[1]
+    pixels = np.stack([images.load(p, card.preprocessing) for p in image_files])
+    np.testing.assert_allclose(
+        inference.probabilities(model, card.preprocessing, pixels),
+        expected_probabilities(tiny_model_dir, image_files),
+        atol=1e-6,
+    )
 
 
 def test_bytes_predict_like_the_files_they_came_from(

@@ -45,9 +45,9 @@ def _model_dir(model: str, registry: str | None) -> Path:
 
 
 def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
-    from pomona.models.artifact import load_model
+    from pomona.inference import load_for_inference
 
-    return load_model(_model_dir(model, registry), "cpu")
+    return load_for_inference(_model_dir(model, registry), "cpu")
 
 
 def evaluate_command(

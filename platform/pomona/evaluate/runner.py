@@ -42,9 +42,8 @@ from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
 from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
-from pomona.inference import probabilities
+from pomona.inference import load_for_inference, probabilities
 from pomona.location import Location, as_location, is_uri
-from pomona.models.artifact import load_model
 from pomona.models.card import ModelCard
 from pomona.registry import resolve_model
 from pomona.storage import atomic_directory, atomic_write_text
@@ -66,7 +65,7 @@ class _Predictor:
     def __init__(self, model: str | Location, use_gpu: bool) -> None:
         # A remote model is fetched on this actor's node: the driver's copy may be elsewhere.
         directory = resolve_model(model) if isinstance(model, Location) else model
-        self._model, self._card = load_model(directory, "cuda" if use_gpu else "cpu")
+        self._model, self._card = load_for_inference(directory, "cuda" if use_gpu else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         probs = probabilities(self._model, self._card.preprocessing, batch["image"])
@@ -139,7 +138,7 @@ def evaluate_model(
     _check_out_dir(out_dir)
     # Loaded here, not only in the actors, so a corrupt model fails before Ray starts; the
     # driver needs it anyway for the gallery's Grad-CAM.
-    model, card = load_model(model_dir, "cpu")
+    model, card = load_for_inference(model_dir, "cpu")
     manifest = open_dataset(dataset_dir, [split])
     _check_compatible(card, manifest, dataset_dir)
     if connect is not None:

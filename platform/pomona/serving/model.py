@@ -20,8 +20,7 @@ from torch import nn
 
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import png_bytes
-from pomona.inference import probabilities
-from pomona.models.artifact import load_model
+from pomona.inference import load_for_inference, probabilities
 from pomona.models.card import ModelCard
 from pomona.registry import ModelRef, Registry
 from pomona.serving.config import BatchSettings
@@ -112,5 +111,5 @@ def load_version(
     """
     model_dir = registry.local_path(ModelRef(name, version=version))
     logger.info("loading %s:%d from %s", name, version, model_dir)
-    model, card = load_model(model_dir, "cpu")
+    model, card = load_for_inference(model_dir, "cpu")
     return ServedVersion(name, version, model, card, metrics, batch)
