@@ -46,14 +46,20 @@ def direct_predictions(model_dir: Path, dataset: Path) -> dict[str, tuple[int, n
 
 
 def test_evaluate_report_matches_scikit_learn(
-    pomona, ray_session: None, digits_model: Path, digits_dataset: Path, tmp_path: Path
+    pomona,
+    ray_session: None,
+    digits_model: Path,
+    digits_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "report"
+    monkeypatch.chdir(digits_dataset.parent)  # the dataset given relative, as users often do
     result = pomona(
         "evaluate",
         digits_model,
         "--data",
-        digits_dataset,
+        digits_dataset.name,
         "--out",
         out,
         "--top-k",
@@ -117,6 +123,8 @@ def test_evaluate_report_matches_scikit_learn(
     assert html.count('src="data:image/png;base64,') == 4 + 2 * shown
     assert 'src="http' not in html
 
+    # The dataset as the user wrote it; report.json records it resolved.
+    assert f"on test of {digits_dataset.name}: 90 samples, 10 classes" in result.out
     assert f"top-1 error {report['top1_error']:.2%}" in result.out
     assert f"top-3 error {report['topk_error']:.2%}" in result.out
     assert f"ECE {report['ece']:.4f}" in result.out

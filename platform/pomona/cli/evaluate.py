@@ -98,7 +98,7 @@ def evaluate_command(
             connect=connect,
             progress=update,
         )
-    _print_report(report)
+    _print_report(report, data)
     mistakes = report.count - report.correct
     console.print(
         f"report: {out / REPORT_FILE} ({min(gallery, mistakes)} of {mistakes} mistakes shown; "
@@ -108,10 +108,11 @@ def evaluate_command(
     )
 
 
-def _print_report(report: EvaluationReport) -> None:
+def _print_report(report: EvaluationReport, data: str) -> None:
+    # The model and the dataset as the user wrote them; report.json records resolved paths.
     console.print(
         f"{report.model.reference} ({report.model.architecture}) on {report.split} of "
-        f"{report.dataset}: {report.count} samples, {report.num_classes} classes",
+        f"{data}: {report.count} samples, {report.num_classes} classes",
         soft_wrap=True,
         markup=False,
     )
