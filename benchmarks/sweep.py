@@ -1,7 +1,7 @@
 """Sweep benchmark: the same search space and trials with FIFO (full budget) and with ASHA.
 
     .venv/bin/python benchmarks/sweep.py [--trials 12] [--epochs 6] [--work DIR]
-        [--model simple_cnn] [--image-size 32]
+        [--model simple_cnn] [--image-size 32] [--seed 0]
 
 On scikit-learn's digits (``--image-size`` square, 1 channel, written and ingested into
 ``--work``), one local Ray with all cores, 1 Ray Train worker per trial, pomona's default
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, default=None, help="write FIFO curves here")
     parser.add_argument("--model", default="simple_cnn", help="architecture of every trial")
     parser.add_argument("--image-size", type=int, default=32, help="digits ingested at NxN")
+    parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed (which trials)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pomona-sweep-bench-"))
     from pomona.cluster.runtime import ensure_ray
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 "space": SPACE,
                 "trials": args.trials,
                 "scheduler": scheduler,
-                "seed": 0,
+                "seed": args.seed,
             },
             "benchmark",
         )
