@@ -79,13 +79,11 @@ def run(args: argparse.Namespace, work: Path) -> None:
     from pomona.tune.sweep import run_sweep
 
     size = args.image_size
-    dataset = work / ("dataset" if size == 32 else f"dataset-{size}")
+    images, dataset = work / f"images-{size}", work / f"dataset-{size}"
     if not dataset.exists():
-        write_digits(work / f"images-{size}", layout="folders", size=size)
+        write_digits(images, layout="folders", size=size)
         spec = Preprocessing(height=size, width=size, channels=1)
-        ingest(
-            IngestConfig(src=work / f"images-{size}", out=dataset, preprocessing=spec, workers=2)
-        )
+        ingest(IngestConfig(src=images, out=dataset, preprocessing=spec, workers=2))
 
     rows = []
     for name, scheduler in (("(a) FIFO", {"name": "fifo"}), ("(b) ASHA", {"name": "asha"})):
