@@ -406,14 +406,37 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
         ("wrong shape", "post", infer, {"json": tensor(shape=[1, 8, 8, 1], data=[0] * 64)}, 422),
         ("wrong dtype", "post", infer, {"json": tensor(datatype="INT64")}, 422),
         ("out of range", "post", infer, {"json": tensor(data=[300] * 256)}, 422),
+        (
+            "infer as text",
+            "post",
+            infer,
+            {"data": b"{}", "headers": {"Content-Type": "text/plain"}},
+            415,
+        ),
         ("unknown v2 model", "get", "/v2/models/cats", {}, 404),
+        ("version twice", "post", predict + "?version=1&alias=production", {"data": good}, 422),
+        ("unknown route", "get", "/v1/nothing", {}, 404),
+        ("wrong method", "get", predict, {}, 405),
     ]
     expected = server.predict(top_k=1).json()["predictions"][0]["label"]
+    messages = {}
     for what, method, path, kwargs, code in corpus:
         response = requests.request(method, server.url + path, timeout=30, **kwargs)
         assert response.status_code == code, (what, response.text)
         error = response.json()["error"]
         assert error["code"] == code and error["message"], what
+        messages[what] = error["message"]
         answer = server.predict(top_k=1)
         assert answer.status_code == 200, (what, answer.text)
         assert answer.json()["predictions"][0]["label"] == expected, what
+    # The messages say what to do, also for what FastAPI itself refuses.
+    assert (
+        messages["malformed JSON"]
+        == "body: malformed JSON at character 1: Expecting property name enclosed in double quotes"
+    )
+    assert (
+        messages["version twice"]
+        == "version=1 and alias=production each pin a version: give only one"
+    )
+    assert messages["unknown route"] == "GET /v1/nothing: Not Found; the routes are listed at /docs"
+    assert messages["wrong method"] == f"GET {predict}: Method Not Allowed; use POST"

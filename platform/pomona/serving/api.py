@@ -25,12 +25,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pomona.config import format_validation_error
@@ -51,6 +52,7 @@ from pomona.serving.oip import (
 from pomona.serving.schema import (
     ANSWERED_BY,
     IMAGE_ERRORS,
+    INFER_ERRORS,
     MODEL_ERRORS,
     VERSION_HEADER,
     BatchPrediction,
@@ -123,10 +125,35 @@ async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-    )
-    return _error(422, problems)
+    return _error(422, "; ".join(_problem(item) for item in error.errors()))
+
+
+def _problem(item: dict[str, Any]) -> str:
+    if item["type"] == "json_invalid":  # its location is (body, character offset)
+        where = f" at character {item['loc'][1]}" if len(item["loc"]) > 1 else ""
+        return f"body: malformed JSON{where}: {item.get('ctx', {}).get('error', item['msg'])}"
+    return f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and methods answer in the same error shape as everything else."""
+    message = f"{request.method} {request.url.path}: {error.detail}"
+    allowed = Headers(headers=error.headers).get("allow")
+    if allowed:
+        message += f"; use {allowed}"
+    elif error.status_code == 404:
+        message += "; the routes are listed at /docs"
+    return _error(error.status_code, message, error.headers)
+
+
+async def _json_body(request: Request) -> None:
+    """Refuse a body declared as something other than JSON (HTTP 415) before it is parsed."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {kind!r} is not supported: send the request as application/json"
+        )
 
 
 class _Admission:
@@ -247,11 +274,14 @@ class Api:
             ref = parse_ref(model)
         except PomonaError as error:
             raise UnprocessableInput(str(error)) from None
-        if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
-            raise UnprocessableInput(
-                f"{model!r} with version={version} alias={alias}: pin a version or an alias, "
-                "not both"
-            )
+        pins = [f"{model!r}"] if ref.version is not None or ref.alias is not None else []
+        pins += [
+            f"{key}={value}"
+            for key, value in (("version", version), ("alias", alias))
+            if value is not None
+        ]
+        if len(pins) > 1:
+            raise UnprocessableInput(f"{' and '.join(pins)} each pin a version: give only one")
         request.state.model = ref.name if ref.name in self._routing.models else "unknown"
         number = self._routing.resolve(
             ref.name, ref.version or version, ref.alias or alias, self._rng
@@ -420,14 +450,24 @@ class Api:
         served = self._resolve(request, model, version, None)
         return {"name": served.name, "version": str(served.version), "ready": True}
 
-    @app.post("/v2/models/{model}/infer", tags=[_V2], responses=MODEL_ERRORS)
+    @app.post(
+        "/v2/models/{model}/infer",
+        tags=[_V2],
+        responses=INFER_ERRORS,
+        dependencies=[Depends(_json_body)],
+    )
     async def infer(
         self, request: Request, response: Response, body: InferRequest, model: ModelPath
     ) -> dict[str, Any]:
         """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
         return await self._infer(request, response, body, model, None)
 
-    @app.post("/v2/models/{model}/versions/{version}/infer", tags=[_V2], responses=MODEL_ERRORS)
+    @app.post(
+        "/v2/models/{model}/versions/{version}/infer",
+        tags=[_V2],
+        responses=INFER_ERRORS,
+        dependencies=[Depends(_json_body)],
+    )
     async def version_infer(
         self,
         request: Request,

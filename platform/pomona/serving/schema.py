@@ -127,6 +127,16 @@ MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
     503: _FULL,
 }
 
+#: Error answers of an infer route: a model reference and a JSON body.
+INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **MODEL_ERRORS,
+    415: _error(
+        415,
+        "Body declared as something other than JSON.",
+        "Content-Type 'text/plain' is not supported: send the request as application/json",
+    ),
+}
+
 #: The header that names the version that answered, on every model answer.
 VERSION_HEADER = "Pomona-Model-Version"
 ANSWERED_BY = {

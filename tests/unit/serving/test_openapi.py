@@ -11,6 +11,8 @@ from pomona.serving.api import app
 PREDICT = "/v1/models/{model}/predict"
 BATCH = "/v1/models/{model}/predict/batch"
 EXPLAIN = "/v1/models/{model}/explain"
+INFER = "/v2/models/{model}/infer"
+PINNED_INFER = "/v2/models/{model}/versions/{version}/infer"
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +47,9 @@ def test_answers_are_typed_and_errors_have_the_shape_the_server_sends(
         PREDICT: {"$ref": "#/components/schemas/Prediction"},
         BATCH: {"$ref": "#/components/schemas/BatchPrediction"},
     }
-    for path in (PREDICT, BATCH, EXPLAIN, "/v2/models/{model}/infer"):
+    for path in (PREDICT, BATCH, EXPLAIN, INFER, PINNED_INFER):
         responses = _operation(spec, path)["responses"]
-        for code in ("404", "422", "503"):
+        for code in ("404", "415", "422", "503"):
             body = responses[code]["content"]["application/json"]
             assert body["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
             assert body["example"]["error"]["code"] == int(code), (path, code)
