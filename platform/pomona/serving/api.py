@@ -147,9 +147,14 @@ async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSO
     return _error(error.status_code, message, error.headers)
 
 
+def _media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without parameters, lower case ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _json_body(request: Request) -> None:
     """Refuse a body declared as something other than JSON (HTTP 415) before it is parsed."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = _media_type(request)
     if kind and kind != "application/json" and not kind.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type {kind!r} is not supported: send the request as application/json"
@@ -300,7 +305,7 @@ class Api:
 
     async def _payloads(self, request: Request, field: str) -> list[bytes]:
         limit = self._args.max_body_bytes
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = _media_type(request)
         if kind.startswith(IMAGE_TYPES):
             body = await request.body()
             if len(body) > limit:
