@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 _START = "start"
 
+logger = logging.getLogger(__name__)
+
 
 class _ServeGroup(TyperGroup):
     """``pomona serve MODEL...`` means ``pomona serve start MODEL...`` unless MODEL is a command."""
@@ -272,11 +274,15 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
         # Replicas drain while the application is deleted. A Ray started here then takes Serve's
         # controller and proxy down with it: serve.shutdown() would make Ray print a failed
         # task line for the controller it kills, on an otherwise clean stop.
-        control.delete()
+        if not control.delete():
+            logger.warning(
+                "Ray's processes stopped before serving did (a TERM to the whole process group "
+                "reaches them too): requests in flight were not drained"
+            )
+        elif local and not started:
+            control.shutdown()
         if started:
             ray.shutdown()
-        elif local:
-            control.shutdown()
 
 
 def free_port() -> int:

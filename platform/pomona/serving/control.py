@@ -9,6 +9,8 @@ traffic shifts drop no request. Ray must be initialised by the caller.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -187,9 +189,47 @@ def refresh_routing(timeout_s: float = 60.0) -> Routing:
     return routing
 
 
-def delete() -> None:
-    """Delete the pomona application, leaving Serve and other applications running."""
-    serve.delete(APP_NAME)
+def delete() -> bool:
+    """Delete the pomona application (its replicas drain first), leaving Serve and other
+    applications running.
+
+    Returns:
+        True once it is deleted; False, without waiting any longer, as soon as Ray's GCS stops
+        accepting connections. A TERM sent to the whole process group (systemd's default
+        ``KillMode``, ``timeout``) stops Ray's own processes too, and a call to them would
+        otherwise wait for Ray's 60 s GCS timeout, which then aborts the process.
+
+    Raises:
+        Whatever ``serve.delete`` raises.
+    """
+    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            serve.delete(APP_NAME)
+            outcome.append(None)
+        except BaseException as error:  # handed to the caller's thread
+            outcome.append(error)
+
+    # A daemon thread: one left waiting on a stopped Ray must not hold up the process's exit.
+    worker = threading.Thread(target=run, name="pomona-serve-delete", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(_POLL_S)
+        if worker.is_alive() and not _accepts_connections(host, int(port)):
+            return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=_POLL_S).close()
+    except OSError:
+        return False
+    return True
 
 
 def shutdown(timeout_s: float = 60.0) -> None:
