@@ -201,6 +201,32 @@ def test_predict_names_known_digits(
     assert "#1" in result.out and "#2" in result.out and "#3" not in result.out
 
 
+def test_predict_takes_folders(
+    pomona, digits_model: Path, digits_dataset: Path, digits_folder: Path, tmp_path: Path
+) -> None:
+    files = known_digits(digits_model, digits_dataset, digits_folder)
+    folder = tmp_path / "mixed"
+    for i, (file, label) in enumerate(files.items()):
+        copy = folder / ("nested" if i % 2 else "") / f"{label}_{i}{file.suffix}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(file.read_bytes())
+    (folder / ".DS_Store").write_bytes(b"litter")
+    extra = next(iter(files))
+
+    result = pomona("predict", digits_model, extra, folder, "--top-k", "1", "--json")
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    below = sorted(p for p in folder.rglob("*.png"))
+    assert [Path(item["path"]) for item in payload] == [extra, *below]
+    for item in payload[1:]:
+        assert item["predictions"][0]["label"] == Path(item["path"]).stem.split("_")[0]
+
+    (tmp_path / "empty").mkdir()
+    result = pomona("predict", digits_model, tmp_path / "empty")
+    assert result.code == 2
+    assert "empty holds no files" in result.err
+
+
 def test_explain_writes_overlays(
     pomona, digits_model: Path, digits_dataset: Path, digits_folder: Path, tmp_path: Path
 ) -> None:

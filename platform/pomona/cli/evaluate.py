@@ -35,7 +35,27 @@ ModelArgument = Annotated[
 ]
 # Superseded by the global `pomona --registry`; hidden, kept so existing scripts keep working.
 RegistryOption = Annotated[str | None, typer.Option("--registry", hidden=True)]
-ImagesArgument = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
+ImagesArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Image files, or folders of them (every file below, in path order).",
+        show_default=False,
+    ),
+]
+
+
+def _image_files(images: list[Path]) -> list[Path]:
+    """``images`` with each folder replaced by the files below it, litter skipped, sorted.
+
+    Raises:
+        DatasetError: a folder holds no files.
+    """
+    from pomona.data.discover import discover
+
+    files: list[Path] = []
+    for path in images:
+        files += [path / f.path for f in discover(path).files] if path.is_dir() else [path]
+    return files
 
 
 def _model_dir(model: str, registry: str | None) -> Path:
@@ -148,6 +168,7 @@ def predict_command(
     """Print the top-k classes of each image file with their probabilities."""
     from pomona.inference import predict_files
 
+    images = _image_files(images)
     network, card = _load(model, registry)
     predictions = predict_files(network, card, images, top_k)
     if as_json:
@@ -186,6 +207,7 @@ def explain_command(
     from pomona.evaluate.explain import explain_files
     from pomona.inference import predict_files
 
+    images = _image_files(images)
     network, card = _load(model, registry)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
