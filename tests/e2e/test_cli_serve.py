@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ import pytest
 import requests
 import yaml
 from ray.serve.schema import ServeDeploySchema
+from support.local_cluster import pomona_cli
 
+from pomona.cli.serve import free_port
 from pomona.registry import Registry
 from pomona.serving.config import AppArgs, Routing
 
@@ -58,6 +61,26 @@ def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -
     assert missing.code == 2 and "digits has no alias 'canary'" in missing.err
     twice = pomona("--registry", registry, "serve", "build", "digits", "digits:1")
     assert twice.code == 2 and "served once" in twice.err
+
+
+@pytest.mark.parametrize("option", ["--port", "--metrics-port"])
+def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": free_port(), "--metrics-port": free_port(), option: port}
+        # A fresh process: no Ray of this test session's to join.
+        result = pomona_cli(
+            "--registry", registry, "serve", "digits", *(x for p in ports.items() for x in p),
+            timeout_s=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    # Not Ray's start-up timeout or a failed Serve deployment, a minute later.
+    assert result.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): stop what uses it "
+        f"or choose another {option}\n"
+    )
 
 
 def _cluster_processes(gcs_address: str) -> list[psutil.Process]:

@@ -253,6 +253,12 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     started = not ray.is_initialized()
     local = cluster_address(session.address) is None
     http = config["http_options"]
+    if started and local:
+        # Checked before Ray starts: Serve would report a taken port as a failed deployment
+        # with a traceback, a minute later.
+        _check_free(http["host"], http["port"], "--port")
+        if metrics_port is not None:
+            _check_free("127.0.0.1", metrics_port, "--metrics-port")
     if started and local and has_one_replica(config):
         # The replica answers on the port asked for; Serve's proxy gets a spare one.
         os.environ.update(local_serving_env(http["port"]))
@@ -283,6 +289,22 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
             control.shutdown()
         if started:
             ray.shutdown()
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    """Refuse ``host:port`` when it cannot be listened on, as Serve's HTTP server binds it.
+
+    Raises:
+        ConfigError: naming the address, the reason and the option that chooses another.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({error.strerror or error}): stop what uses "
+                f"it or choose another {option}"
+            ) from None
 
 
 def free_port() -> int:
