@@ -83,6 +83,21 @@ def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) 
     )
 
 
+@pytest.mark.ray
+def test_a_version_that_fails_to_load_is_named_with_its_reason(registry: Path) -> None:
+    weights = registry / "digits" / "versions" / "1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"!")
+    result = pomona_cli(
+        "--registry", registry, "serve", "digits", "--port", free_port(),
+        "--metrics-port", free_port(), timeout_s=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    # The replica's own error, not only Serve's "failed to update the deployments".
+    assert result.stderr.startswith("error: the pomona Serve application is DEPLOY_FAILED: ")
+    assert "; api: CheckpointError: digits:1 in " in result.stderr
+    assert result.stderr.rstrip().endswith("the file was modified or corrupted after registration")
+
+
 def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):

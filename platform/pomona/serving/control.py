@@ -9,6 +9,7 @@ traffic shifts drop no request. Ray must be initialised by the caller.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -94,18 +95,36 @@ def wait_running(timeout_s: float) -> None:
         ConfigError: it failed, or ``timeout_s`` passed first.
     """
     deadline = time.monotonic() + timeout_s
-    status, message = "NOT_STARTED", ""
+    status, message, reasons = "NOT_STARTED", "", ""
     while time.monotonic() < deadline:
         app = serve.status().applications.get(APP_NAME)
         if app is not None:
             status, message = str(app.status.value), app.message
-            healthy = all(d.status.value == "HEALTHY" for d in app.deployments.values())
-            if status == "RUNNING" and healthy:
+            unhealthy = {
+                n: d.message for n, d in app.deployments.items() if d.status.value != "HEALTHY"
+            }
+            if status == "RUNNING" and not unhealthy:
                 return
+            reasons = "".join(
+                f"; {n}: {line}" for n, m in unhealthy.items() if (line := _last_line(m))
+            )
             if status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 break
         time.sleep(_POLL_S)
-    raise ConfigError(f"the pomona Serve application is {status}: {message or 'no message'}")
+    raise ConfigError(
+        f"the pomona Serve application is {status}: {message or 'no message'}{reasons}"
+    )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_QUALIFIED = re.compile(r"^[\w.]+\.(\w*(?:Error|Exception)):")
+
+
+def _last_line(message: str) -> str:
+    """The last line of a Serve status message: for a replica that failed to start, the
+    exception that ended it (``CheckpointError: ...``), after pages of traceback."""
+    lines = [line.strip() for line in _ANSI.sub("", message).splitlines() if line.strip()]
+    return _QUALIFIED.sub(r"\1:", lines[-1]) if lines else ""
 
 
 def _details() -> dict[str, Any]:
