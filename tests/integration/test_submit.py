@@ -71,12 +71,20 @@ def test_wrong_token_is_one_error_line(cluster: LocalCluster) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_unreachable_address_is_one_error_line(tmp_path: Path) -> None:
-    address = f"http://127.0.0.1:{free_port()}"
-    result = pomona_cli("submit", "ingest", tmp_path, tmp_path / "ds", "--address", address)
+@pytest.mark.parametrize("scheme", ["http://", ""], ids=["dashboard", "gcs"])
+@pytest.mark.parametrize("command", [["submit", "ingest", "SRC", "OUT"], ["jobs", "list"]])
+def test_unreachable_address_is_one_error_line(
+    tmp_path: Path, scheme: str, command: list[str]
+) -> None:
+    # A GCS address (host:port) used to end, 40 s later, in a traceback from Ray's GCS client.
+    address = f"{scheme}127.0.0.1:{free_port()}"
+    args = [{"SRC": tmp_path, "OUT": tmp_path / "ds"}.get(arg, arg) for arg in command]
+    result = pomona_cli(*args, "--address", address)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"error: cannot reach the Ray dashboard at {address}")
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr == (
+        f"error: no Ray cluster answers at {address} (Connection refused): check that it is up "
+        "and the address (--address or RAY_ADDRESS)\n"
+    )
 
 
 def test_ctrl_c_while_following_asks_and_stops_the_job(

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+
+from pomona.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,28 @@ def cluster_address(address: str | None = None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse at once a ``host:port`` (or ``scheme://host:port``) address nothing listens on.
+
+    Ray's client and the Jobs client retry such an address for minutes and end in a traceback;
+    a typo in ``--address`` or a cluster that is down deserves one line. ``auto`` and addresses
+    without a port are left to Ray.
+
+    Raises:
+        ClusterError: nothing accepts a TCP connection at the address.
+    """
+    host, _, port = address.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({error.strerror or error}): check that it is "
+            "up and the address (--address or RAY_ADDRESS)"
+        ) from None
+
+
 def use_local_ray_defaults(address: str | None = None) -> None:
     """Set :data:`LOCAL_RAY_ENV` unless joining a cluster, :data:`LOOPBACK_ENV` when joining
     one on this machine's loopback; the user's own values win."""
@@ -82,6 +107,9 @@ def ensure_ray(
             log directory either way).
         metrics_export_port: port of the local Ray's Prometheus endpoint (default: Ray picks
             one); ignored when joining a cluster.
+
+    Raises:
+        ClusterError: nothing listens at the cluster address.
     """
     use_local_ray_defaults(address)
     import ray
@@ -93,6 +121,7 @@ def ensure_ray(
     # warnings) off the terminal; everything still lands in Ray's session log directory.
     level = logging.INFO if log_to_driver else logging.ERROR
     if address:
+        check_reachable(address)
         logger.info("connecting to Ray at %s", address)
         ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
     else:

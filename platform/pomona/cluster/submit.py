@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pomona
 from pomona.cluster.entrypoints import JobCommand, job_entrypoint
+from pomona.cluster.runtime import check_reachable
 from pomona.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
         for name in _CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
 
+    if address is not None:
+        check_reachable(address)
     with cluster_errors(address):
         return JobSubmissionClient(address)
 

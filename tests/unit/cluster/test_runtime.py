@@ -4,10 +4,18 @@ what reaching it needs; joining any other cluster, none."""
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 
 import pytest
 
-from pomona.cluster.runtime import LOCAL_RAY_ENV, LOOPBACK_ENV, use_local_ray_defaults
+from pomona.cluster.runtime import (
+    LOCAL_RAY_ENV,
+    LOOPBACK_ENV,
+    check_reachable,
+    use_local_ray_defaults,
+)
+from pomona.errors import ClusterError
 
 
 @pytest.fixture
@@ -53,3 +61,39 @@ def test_the_users_own_values_win(clean_env: None, monkeypatch: pytest.MonkeyPat
 
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def closed() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once it is closed
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}", "http://127.0.0.1:{}/"])
+def test_a_cluster_address_that_answers_passes(listening: int, form: str) -> None:
+    check_reachable(form.format(listening))
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}", "http://127.0.0.1:{}"])
+def test_a_cluster_address_nothing_answers_on_is_one_line_at_once(closed: int, form: str) -> None:
+    address = form.format(closed)
+    with pytest.raises(ClusterError) as refused:
+        check_reachable(address)
+    assert str(refused.value) == (
+        f"no Ray cluster answers at {address} (Connection refused): check that it is up and the "
+        "address (--address or RAY_ADDRESS)"
+    )
+
+
+@pytest.mark.parametrize("address", ["auto", "ray-head", "http://ray-head"])
+def test_addresses_without_a_port_are_left_to_ray(address: str) -> None:
+    check_reachable(address)  # no lookup, no connection: nothing raised
