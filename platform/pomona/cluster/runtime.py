@@ -67,13 +67,21 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     host, _, port = address.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
     if not host or not port.isdigit():
         return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
+    error = connection_error(host.strip("[]"), int(port), timeout_s)
+    if error is not None:
         raise ClusterError(
             f"no Ray cluster answers at {address} ({error.strerror or error}): check that it is "
             "up and the address (--address or RAY_ADDRESS)"
-        ) from None
+        )
+
+
+def connection_error(host: str, port: int, timeout_s: float) -> OSError | None:
+    """Why a TCP connection to ``host:port`` fails within ``timeout_s``; None if it opens."""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return error
+    return None
 
 
 def use_local_ray_defaults(address: str | None = None) -> None:

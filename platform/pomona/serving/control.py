@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 from ray.serve.context import _disconnect, _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
+from pomona.cluster.runtime import connection_error
 from pomona.errors import ConfigError, ModelNotFoundError
 from pomona.serving.config import (
     APP_NAME,
@@ -236,18 +236,10 @@ def delete() -> bool:
     worker.start()
     while worker.is_alive():
         worker.join(_POLL_S)
-        if worker.is_alive() and not _accepts_connections(host, int(port)):
+        if worker.is_alive() and connection_error(host, int(port), _POLL_S) is not None:
             return False
     if outcome[0] is not None:
         raise outcome[0]
-    return True
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=_POLL_S).close()
-    except OSError:
-        return False
     return True
 
 
