@@ -54,6 +54,16 @@ def cluster_address(address: str | None = None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def split_address(address: str) -> tuple[str, int | None]:
+    """Host and port of ``host:port`` or ``scheme://host:port[/path]``; the port is None when
+    the address has none (``auto``, ``ray-head``) or it is not a number."""
+    target = address.split("://", 1)[-1].split("/", 1)[0]
+    host, colon, port = target.rpartition(":")
+    if not colon:
+        return target, None
+    return host, int(port) if port.isdigit() else None
+
+
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     """Refuse at once a ``host:port`` (or ``scheme://host:port``) address nothing listens on.
 
@@ -64,10 +74,10 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     Raises:
         ClusterError: nothing accepts a TCP connection at the address.
     """
-    host, _, port = address.split("://", 1)[-1].split("/", 1)[0].rpartition(":")
-    if not host or not port.isdigit():
+    host, port = split_address(address)
+    if not host or port is None:
         return
-    error = connection_error(host.strip("[]"), int(port), timeout_s)
+    error = connection_error(host.strip("[]"), port, timeout_s)
     if error is not None:
         raise ClusterError(
             f"no Ray cluster answers at {address} ({error.strerror or error}): check that it is "
@@ -90,7 +100,7 @@ def use_local_ray_defaults(address: str | None = None) -> None:
     joined = cluster_address(address)
     if joined is None:
         defaults = LOCAL_RAY_ENV
-    elif joined.split("://")[-1].rsplit(":", 1)[0] in _LOOPBACK_HOSTS:
+    elif split_address(joined)[0] in _LOOPBACK_HOSTS:
         defaults = LOOPBACK_ENV
     else:
         return
