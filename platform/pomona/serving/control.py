@@ -95,7 +95,8 @@ def wait_running(timeout_s: float) -> None:
         ConfigError: it failed, or ``timeout_s`` passed first.
     """
     deadline = time.monotonic() + timeout_s
-    status, message, reasons = "NOT_STARTED", "", ""
+    status, message = "NOT_STARTED", ""
+    unhealthy: dict[str, str] = {}  # deployment -> Serve's message
     while time.monotonic() < deadline:
         app = serve.status().applications.get(APP_NAME)
         if app is not None:
@@ -105,12 +106,10 @@ def wait_running(timeout_s: float) -> None:
             }
             if status == "RUNNING" and not unhealthy:
                 return
-            reasons = "".join(
-                f"; {n}: {line}" for n, m in unhealthy.items() if (line := _last_line(m))
-            )
             if status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 break
         time.sleep(_POLL_S)
+    reasons = "".join(f"; {n}: {line}" for n, m in unhealthy.items() if (line := _last_line(m)))
     raise ConfigError(
         f"the pomona Serve application is {status}: {message or 'no message'}{reasons}"
     )
