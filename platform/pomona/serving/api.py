@@ -279,13 +279,13 @@ class Api:
             ref = parse_ref(model)
         except PomonaError as error:
             raise UnprocessableInput(str(error)) from None
-        pins = [f"{model!r}"] if ref.version is not None or ref.alias is not None else []
-        pins += [
-            f"{key}={value}"
-            for key, value in (("version", version), ("alias", alias))
-            if value is not None
-        ]
-        if len(pins) > 1:
+        if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
+            pins = [f"{model!r}"] if ref.version is not None or ref.alias is not None else []
+            pins += [
+                f"{key}={value}"
+                for key, value in (("version", version), ("alias", alias))
+                if value is not None
+            ]
             raise UnprocessableInput(f"{' and '.join(pins)} each pin a version: give only one")
         request.state.model = ref.name if ref.name in self._routing.models else "unknown"
         number = self._routing.resolve(
