@@ -36,3 +36,14 @@ def test_help_exits_zero(pomona) -> None:
     result = pomona("train", "--help")
     assert result.code == 0
     assert "Usage: pomona train" in result.out
+
+
+def test_what_the_user_wrote_is_printed_verbatim(pomona, ray_forbidden: None, tmp_path) -> None:
+    # Rich would turn ":abc:" into an emoji, as it did in "127.0.0.1:abc: Invalid gcs_address".
+    weird = tmp_path / "a:abc:b"
+    result = pomona("data", "inspect", weird)
+    assert result.code == 2
+    assert result.err == (
+        f"error: {weird} is not a pomona dataset (no manifest.json); create one with "
+        "`pomona ingest SRC OUT`\n"
+    )
