@@ -226,6 +226,33 @@ def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:
     assert requests.get(f"{server.url}/docs", timeout=30).status_code == 200
 
 
+def test_an_image_body_and_a_multipart_upload_get_the_same_answers(server: Server) -> None:
+    """The body form is answered beside FastAPI (``_ImagePredict``), the multipart form by it."""
+    image = server.images[0].read_bytes()
+    for params in (
+        {"version": 1, "top_k": 3},
+        {"alias": "canary"},
+        {"top_k": 0},
+        {"version": "two", "top_k": 5000},
+        {"alias": "beta"},
+        {"version": 1, "alias": "production"},
+    ):
+        body = server.predict(**params)
+        upload = requests.post(
+            f"{server.url}/v1/models/digits/predict",
+            params=params,
+            files={"file": ("a.png", image, "image/png")},
+            timeout=30,
+        )
+        assert (body.status_code, body.json()) == (upload.status_code, upload.json()), params
+        assert body.headers.get("Pomona-Model-Version") == upload.headers.get(
+            "Pomona-Model-Version"
+        ), params
+    assert server.predict(top_k=0).json()["error"]["message"] == (
+        "query.top_k: Input should be greater than or equal to 1"
+    )
+
+
 def _metric_samples(server: Server, name: str) -> list:
     text = requests.get(server.metrics_url, timeout=30).text
     return [

@@ -13,15 +13,18 @@ Routes (OpenAPI page at ``/docs``):
 Requests that pin nothing follow the model's traffic split. Every answer names the version that
 produced it, in the JSON and in the ``Pomona-Model-Version`` header. Each replica holds every
 version its routing table serves (:mod:`pomona.serving.model`); images are decoded on the
-replica's event loop, outside the batched forward pass.
+replica's event loop, outside the batched forward pass. The most frequent request, one image
+posted as the body of ``.../predict``, is answered by the same code without FastAPI's
+per-request machinery (:class:`_ImagePredict`).
 """
 
 import asyncio
 import logging
 import random
+import re
 import time
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,7 +42,7 @@ from pomona.errors import ConfigError, InvalidRequestError, PomonaError
 from pomona.inference import decode, top_classes
 from pomona.models.card import ModelCard
 from pomona.registry import Registry, parse_ref
-from pomona.serving.config import MAX_TOP_K, AppArgs, Routing
+from pomona.serving.config import AppArgs, Routing
 from pomona.serving.metrics import ingress_metrics, model_metrics
 from pomona.serving.model import ServedVersion, load_version
 from pomona.serving.oip import (
@@ -56,12 +59,16 @@ from pomona.serving.schema import (
     MODEL_ERRORS,
     VERSION_HEADER,
     BatchPrediction,
+    PinQuery,
     Prediction,
+    PredictQuery,
     ServedModels,
     image_body,
 )
 
 logger = logging.getLogger(__name__)
+
+Q = TypeVar("Q", bound=BaseModel)
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -105,9 +112,6 @@ app = FastAPI(
 ModelPath = Annotated[
     str, Path(description="`name`, `name:N` or `name@alias`.", examples=["digits"])
 ]
-TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="Classes to return per image.")]
-Version = Annotated[int | None, Query(ge=1, description="Pin this version.")]
-Alias = Annotated[str | None, Query(description="Pin the version this alias serves.")]
 PathVersion = Annotated[int, Path(ge=1, description="The version number.", examples=[1])]
 
 
@@ -115,17 +119,26 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": {"code": status, "message": message}}, status, headers)
 
 
-@app.exception_handler(PomonaError)
-async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
+def _error_answer(request: Request, error: PomonaError) -> JSONResponse:
     headers = None
     if isinstance(error, Unavailable):
         headers = {"Retry-After": str(request.app.state.retry_after)}
     return _error(error.http_status, str(error), headers)
 
 
+@app.exception_handler(PomonaError)
+async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
+    return _error_answer(request, error)
+
+
 @app.exception_handler(RequestValidationError)
 async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-    return _error(422, "; ".join(_problem(item) for item in error.errors()))
+    return _error(422, _problems(error.errors()))
+
+
+def _problems(items: Sequence[Any]) -> str:
+    """One line for pydantic's or FastAPI's validation errors: ``where: what; ...``."""
+    return "; ".join(_problem(item) for item in items)
 
 
 def _problem(item: dict[str, Any]) -> str:
@@ -147,14 +160,23 @@ async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSO
     return _error(error.status_code, message, error.headers)
 
 
-def _media_type(request: Request) -> str:
-    """The request's ``Content-Type`` without parameters, lower case ('' when absent)."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _query(model: type[Q], request: Request) -> Q:
+    """``request``'s query parameters as ``model``, refused as FastAPI refuses them (HTTP 422)."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        problems = [{**item, "loc": ("query", *item["loc"])} for item in error.errors()]
+        raise UnprocessableInput(_problems(problems)) from None
+
+
+def _media_type(headers: Headers) -> str:
+    """A request's ``Content-Type`` without parameters, lower case ('' when absent)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def _json_body(request: Request) -> None:
     """Refuse a body declared as something other than JSON (HTTP 415) before it is parsed."""
-    kind = _media_type(request)
+    kind = _media_type(request.headers)
     if kind and kind != "application/json" and not kind.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type {kind!r} is not supported: send the request as application/json"
@@ -201,7 +223,49 @@ class _Admission:
             state.metrics.latency.observe(time.perf_counter() - start, tags)
 
 
-app.add_middleware(_Admission)
+#: ``POST /v1/models/{model}/predict``, as a route path (a model reference has no "/").
+_PREDICT_PATH = re.compile(r"/v1/models/([^/]+)/predict")
+
+
+class _ImagePredict:
+    """Answers ``POST /v1/models/{model}/predict`` with one image as the body, without FastAPI.
+
+    The API's most frequent request. :meth:`Api.predict_image` answers it with the code the
+    FastAPI route runs; what is skipped is the routing, dependency solving and response
+    validation around it, which for a small model cost more CPU than the model
+    (``benchmarks/RESULTS.md``, Serving). Everything else, multipart forms included, goes on to
+    FastAPI. Inside :class:`_Admission`, which limits the body and records the metrics of both.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = _posted_image_model(scope)
+        if model is None:
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            answer = await request.app.state.api.predict_image(request, model)
+        except PomonaError as error:
+            answer = _error_answer(request, error)
+        await answer(scope, receive, send)
+
+
+def _posted_image_model(scope: Scope) -> str | None:
+    """The ``{model}`` of ``POST /v1/models/{model}/predict`` with an image body, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path, root = scope["path"], scope.get("root_path", "")
+    match = _PREDICT_PATH.fullmatch(path[len(root) :] if path.startswith(root) else path)
+    if match is None:
+        return None
+    return match[1] if _media_type(Headers(scope=scope)).startswith(IMAGE_TYPES) else None
+
+
+app.add_middleware(_ImagePredict)
+app.add_middleware(_Admission)  # added last: outermost
 
 
 def _predict_route(
@@ -237,6 +301,7 @@ class Api:
         self._model_metrics = model_metrics()
         # More intra-op threads than the cores a replica can use only adds hand-offs.
         torch.set_num_threads(self._args.torch_threads)
+        app.state.api = self
         app.state.metrics = ingress_metrics()
         app.state.retry_after = max(1, round(self._args.retry_after_s))
         app.state.max_body_bytes = self._args.max_body_bytes
@@ -305,7 +370,7 @@ class Api:
 
     async def _payloads(self, request: Request, field: str) -> list[bytes]:
         limit = self._args.max_body_bytes
-        kind = _media_type(request)
+        kind = _media_type(request.headers)
         if kind.startswith(IMAGE_TYPES):
             body = await request.body()
             if len(body) > limit:
@@ -362,24 +427,33 @@ class Api:
         request: Request,
         response: Response,
         model: ModelPath,
-        version: Version = None,
-        alias: Alias = None,
-        top_k: TopK = 5,
+        query: Annotated[PredictQuery, Query()],
     ) -> dict[str, Any]:
         """The two predict routes: one image, or (``.../batch``) several."""
         many = request.url.path.endswith("/batch")
-        served = self._resolve(request, model, version, alias)
+        served, answer = await self._predict(request, model, query, many)
+        response.headers[VERSION_HEADER] = str(served.version)
+        return answer
+
+    async def predict_image(self, request: Request, model: str) -> JSONResponse:
+        """The predict route's answer to one image sent as the body (:class:`_ImagePredict`)."""
+        served, answer = await self._predict(request, model, _query(PredictQuery, request), False)
+        return JSONResponse(answer, headers={VERSION_HEADER: str(served.version)})
+
+    async def _predict(
+        self, request: Request, model: str, query: PredictQuery, many: bool
+    ) -> tuple[ServedVersion, dict[str, Any]]:
+        served = self._resolve(request, model, query.version, query.alias)
         pixels = await self._images(request, served.card, "files" if many else "file")
         probs = await served.predict(pixels)
-        response.headers[VERSION_HEADER] = str(served.version)
         predictions = [
             [
                 {"label": label, "score": score}
                 for label, score in zip(p.labels, p.scores, strict=True)
             ]
-            for p in top_classes(probs, served.card.classes, top_k)
+            for p in top_classes(probs, served.card.classes, query.top_k)
         ]
-        return {
+        return served, {
             "model": served.name,
             "version": served.version,
             "predictions": predictions if many else predictions[0],
@@ -394,10 +468,10 @@ class Api:
         openapi_extra=image_body("file", many=False),
     )
     async def explain(
-        self, request: Request, model: ModelPath, version: Version = None, alias: Alias = None
+        self, request: Request, model: ModelPath, query: Annotated[PinQuery, Query()]
     ) -> Response:
         """Grad-CAM overlay (PNG) of one image, for the class the model predicts."""
-        served = self._resolve(request, model, version, alias)
+        served = self._resolve(request, model, query.version, query.alias)
         pixels = await self._images(request, served.card, "file")
         png = await served.explain(pixels[0])
         return Response(png, media_type="image/png", headers={VERSION_HEADER: str(served.version)})

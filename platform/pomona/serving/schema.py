@@ -11,6 +11,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pomona.serving.config import MAX_TOP_K
+
+
+class PinQuery(BaseModel):
+    """Query parameters that pin the version that answers (unknown ones are ignored)."""
+
+    version: int | None = Field(None, ge=1, description="Pin this version.")
+    alias: str | None = Field(None, description="Pin the version this alias serves.")
+
+
+class PredictQuery(PinQuery):
+    """Query parameters of the predict routes."""
+
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="Classes to return per image.")
+
 
 class Label(BaseModel):
     """One class and its probability."""
