@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -206,3 +207,57 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
     while _cluster_processes(gcs_address) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _cluster_processes(gcs_address) == []
+
+
+@pytest.mark.ray
+def test_ctrl_c_as_soon_as_the_server_answers_stops_it_cleanly(
+    registry: Path, digits_folder: Path
+) -> None:
+    """The first answer can come before the server says it is up: a Ctrl-C then (here to a
+    background job, which inherits SIGINT ignored) still stops it, leaving no process."""
+    port = 18000 + os.getpid() % 1000 + 40
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pomona.cli import main; main()",
+            "--registry",
+            str(registry),
+            "serve",
+            "digits",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(port + 1),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    image = next(digits_folder.rglob("*.png")).read_bytes()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(requests.ConnectionError):
+                answer = requests.post(
+                    f"http://127.0.0.1:{port}/v1/models/digits/predict",
+                    data=image,
+                    headers={"Content-Type": "image/png"},
+                    timeout=60,
+                )
+                if answer.status_code == 200:
+                    break
+            time.sleep(0.05)
+        ours = psutil.Process(server.pid).children(recursive=True)
+        assert ours, "the server started no Ray process"
+        server.send_signal(signal.SIGINT)
+        output, errors = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, errors
+    assert output.strip().endswith("stopped"), output
+    _, alive = psutil.wait_procs(ours, timeout=30)
+    assert alive == []

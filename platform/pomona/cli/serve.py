@@ -190,14 +190,16 @@ def start_command(
     ] = 8080,
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
+    # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a script
+    # started the server in the background, whose SIGINT arrives ignored: Ctrl-C from the start
+    # (while the application deploys, it is deleted again), both again once Ray runs, as
+    # ray.init installs a TERM handler of its own that aborts the process.
+    signal.signal(signal.SIGINT, _interrupt)
     config = plan(models, options)
     try:
         with serving(config, metrics_port) as urls:
             from pomona.serving import control
 
-            # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a
-            # script started the server in the background, whose SIGINT arrives ignored. Set
-            # once Ray runs: ray.init installs a TERM handler of its own that aborts the process.
             for stop in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(stop, _interrupt)
 
