@@ -127,19 +127,12 @@ def _assert_overload_is_refused_then_served(url: str, image: bytes) -> None:
     assert predict(0).status_code == 200
 
 
-@pytest.mark.ray
-@pytest.mark.parametrize(
-    ("stop", "to_group"),
-    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
-    ids=["ctrl-c", "term", "term-to-process-group"],
-)
-def test_serve_answers_and_a_stop_signal_leaves_no_process(
-    registry: Path, digits_folder: Path, stop: signal.Signals, to_group: bool
-) -> None:
-    """Ctrl-C or a TERM stops the server cleanly; so does a TERM to its whole process group (what
-    systemd and ``timeout`` send), which stops Ray's own processes at the same moment."""
-    port = 18000 + os.getpid() % 1000 + 2 * stop + 4 * to_group
-    server = subprocess.Popen(
+def _background_server(
+    registry: Path, port: int, *options: str, own_group: bool = False
+) -> subprocess.Popen[str]:
+    """``pomona serve digits`` on ``port`` (metrics on the next), started as a script's background
+    job starts it: with SIGINT ignored, which must stop it all the same."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -152,17 +145,30 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
             str(port),
             "--metrics-port",
             str(port + 1),
-            "--max-queued",
-            "1",
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        # As a script's background job starts: with SIGINT ignored. It must stop all the same.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        start_new_session=to_group,
+        start_new_session=own_group,
     )
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("stop", "to_group"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["ctrl-c", "term", "term-to-process-group"],
+)
+def test_serve_answers_and_a_stop_signal_leaves_no_process(
+    registry: Path, digits_folder: Path, stop: signal.Signals, to_group: bool
+) -> None:
+    """Ctrl-C or a TERM stops the server cleanly; so does a TERM to its whole process group (what
+    systemd and ``timeout`` send), which stops Ray's own processes at the same moment."""
+    port = 18000 + os.getpid() % 1000 + 2 * stop + 4 * to_group
+    server = _background_server(registry, port, "--max-queued", "1", own_group=to_group)
     try:
         lines = []
         deadline = time.monotonic() + 180
@@ -216,26 +222,7 @@ def test_ctrl_c_as_soon_as_the_server_answers_stops_it_cleanly(
     """The first answer can come before the server says it is up: a Ctrl-C then (here to a
     background job, which inherits SIGINT ignored) still stops it, leaving no process."""
     port = 18000 + os.getpid() % 1000 + 40
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pomona.cli import main; main()",
-            "--registry",
-            str(registry),
-            "serve",
-            "digits",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(port + 1),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
+    server = _background_server(registry, port)
     image = next(digits_folder.rglob("*.png")).read_bytes()
     try:
         deadline = time.monotonic() + 180
