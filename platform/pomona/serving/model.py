@@ -71,12 +71,13 @@ class ServedVersion:
     async def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of preprocessed uint8 ``(N, H, W, C)`` images, batched."""
         self._waiting += len(pixels)
+        self._metrics.queue_depth.set(self._waiting, self._tags)
         try:
-            if len(pixels) == 1:  # the common case, without a task per image
-                return (await self._forward(pixels[0]))[None]
-            return np.stack(await asyncio.gather(*(self._forward(image) for image in pixels)))
+            rows = await asyncio.gather(*(self._forward(image) for image in pixels))
         finally:
             self._waiting -= len(pixels)
+            self._metrics.queue_depth.set(self._waiting, self._tags)
+        return np.stack(rows)
 
     async def explain(self, pixels: np.ndarray) -> bytes:
         """Grad-CAM overlay PNG of one preprocessed image, for its predicted class."""
@@ -90,15 +91,12 @@ class ServedVersion:
         return await asyncio.to_thread(overlay)
 
     async def _forward_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        # The queue depth is set per batch, not per image: what a scrape reads is the same.
-        self._metrics.queue_depth.set(self._waiting, self._tags)
         start = time.perf_counter()
         probs = await asyncio.to_thread(
             probabilities, self._model, self.card.preprocessing, np.stack(images)
         )
         self._metrics.model_latency.observe(time.perf_counter() - start, self._tags)
         self._metrics.batch_size.observe(len(images), self._tags)
-        self._metrics.queue_depth.set(self._waiting - len(images), self._tags)
         return list(probs)
 
 
