@@ -224,7 +224,7 @@ def test_predict_takes_folders(
     (tmp_path / "empty").mkdir()
     result = pomona("predict", digits_model, tmp_path / "empty")
     assert result.code == 2
-    assert "empty holds no files" in result.err
+    assert "empty holds no files: expected image files" in result.err
 
 
 def test_explain_writes_overlays(

@@ -50,11 +50,14 @@ def _image_files(images: list[Path]) -> list[Path]:
     Raises:
         DatasetError: a folder holds no files.
     """
-    from pomona.data.discover import discover
+    from pomona.data.discover import walk_files
 
     files: list[Path] = []
     for path in images:
-        files += [path / f.path for f in discover(path).files] if path.is_dir() else [path]
+        if path.is_dir():
+            files += [path / rel for rel in walk_files(path, "image files")[0]]
+        else:
+            files.append(path)
     return files
 
 

@@ -102,7 +102,25 @@ def discover(src: str | Path, label_from: LabelFrom = "auto") -> Discovery:
     if not src.is_dir():
         raise DatasetError(f"source {src} is not a directory")
     layout = resolve_layout(src, label_from)
-    files: list[SourceFile] = []
+    paths, ignored = walk_files(src, "labelled images")
+    files = [SourceFile(rel.as_posix(), _label(rel, layout)) for rel in paths]
+    return Discovery(layout, files, ignored)
+
+
+def walk_files(src: Path, expected: str) -> tuple[list[Path], int]:
+    """The files below the folder ``src``, relative to it and sorted, OS and tool litter skipped.
+
+    Args:
+        src: an existing folder.
+        expected: what it should hold, for the error when it holds nothing.
+
+    Returns:
+        The files, and how many litter files were skipped.
+
+    Raises:
+        DatasetError: ``src`` holds no files besides litter, or cannot be read.
+    """
+    files: list[Path] = []
     ignored = 0
     for root, dirs, names in os.walk(src, onerror=_raise_walk_error):
         root_path = Path(root)
@@ -115,13 +133,12 @@ def discover(src: str | Path, label_from: LabelFrom = "auto") -> Discovery:
             if inside_litter or is_litter(name):
                 ignored += 1
                 continue
-            rel = full.relative_to(src)
-            files.append(SourceFile(rel.as_posix(), _label(rel, layout)))
+            files.append(full.relative_to(src))
     if not files:
         litter = f" ({ignored} ignored as OS or tool litter)" if ignored else ""
-        raise DatasetError(f"source folder {src} holds no files{litter}: expected labelled images")
-    files.sort(key=lambda f: f.path)
-    return Discovery(layout, files, ignored)
+        raise DatasetError(f"folder {src} holds no files{litter}: expected {expected}")
+    files.sort(key=Path.as_posix)
+    return files, ignored
 
 
 def _label(rel: Path, layout: Literal["folder", "prefix"]) -> str | None:
