@@ -191,17 +191,16 @@ def start_command(
 ) -> None:
     """Serve MODEL... until Ctrl-C."""
     # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a script
-    # started the server in the background, whose SIGINT arrives ignored: Ctrl-C from the start
-    # (while the application deploys, it is deleted again), both again once Ray runs, as
-    # ray.init installs a TERM handler of its own that aborts the process.
+    # started the server in the background, whose SIGINT arrives ignored. Ctrl-C from the start
+    # (while the application deploys, it is deleted again); a TERM once Ray runs, as ray.init
+    # installs a TERM handler of its own that aborts the process.
     signal.signal(signal.SIGINT, _interrupt)
     config = plan(models, options)
     try:
         with serving(config, metrics_port) as urls:
             from pomona.serving import control
 
-            for stop in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(stop, _interrupt)
+            signal.signal(signal.SIGTERM, _interrupt)
 
             _print_state(control.state())
             console.print(

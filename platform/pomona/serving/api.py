@@ -24,7 +24,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -67,8 +67,6 @@ from pomona.serving.schema import (
 )
 
 logger = logging.getLogger(__name__)
-
-Q = TypeVar("Q", bound=BaseModel)
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -160,10 +158,10 @@ async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSO
     return _error(error.status_code, message, error.headers)
 
 
-def _query(model: type[Q], request: Request) -> Q:
-    """``request``'s query parameters as ``model``, refused as FastAPI refuses them (HTTP 422)."""
+def _predict_query(request: Request) -> PredictQuery:
+    """``request``'s query parameters, refused as FastAPI refuses them on its routes (HTTP 422)."""
     try:
-        return model.model_validate(dict(request.query_params))
+        return PredictQuery.model_validate(dict(request.query_params))
     except ValidationError as error:
         problems = [{**item, "loc": ("query", *item["loc"])} for item in error.errors()]
         raise UnprocessableInput(_problems(problems)) from None
@@ -437,7 +435,7 @@ class Api:
 
     async def predict_image(self, request: Request, model: str) -> JSONResponse:
         """The predict route's answer to one image sent as the body (:class:`_ImagePredict`)."""
-        served, answer = await self._predict(request, model, _query(PredictQuery, request), False)
+        served, answer = await self._predict(request, model, _predict_query(request), False)
         return JSONResponse(answer, headers={VERSION_HEADER: str(served.version)})
 
     async def _predict(
