@@ -7,6 +7,7 @@ authentication on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -21,9 +22,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports nothing listens on right now.
+
+    All probes stay bound until every port is chosen: probing one at a time, the system may
+    hand the same port out twice (Ray then refuses two components on one port).
+    """
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+        return ports
 
 
 @dataclass
@@ -50,16 +65,16 @@ def local_cluster(head_cpus: int, node_cpus: tuple[int, ...] = ()) -> Iterator[L
     assert os.environ.get("RAY_AUTH_MODE") == "token"
     saved_path = os.environ["PATH"]
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{saved_path}"
-    dashboard_port = free_port()
+    dashboard_port, gcs_port, agent_port = free_ports(3)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": head_cpus,
-            "gcs_server_port": free_port(),
+            "gcs_server_port": gcs_port,
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
-            "dashboard_agent_listen_port": free_port(),
+            "dashboard_agent_listen_port": agent_port,
         },
     )
     try:
