@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pomona.cluster.runtime import use_local_ray_defaults
+from pomona.cluster.runtime import free_ports, use_local_ray_defaults
 from pomona.data.manifest import Preprocessing
 from pomona.inference import decode, load_for_inference, probabilities
 from pomona.models import build_model, save_model
@@ -101,12 +101,6 @@ _FASTAPI_SERVER = textwrap.dedent(
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _png(spec: Preprocessing) -> bytes:
@@ -247,7 +241,7 @@ def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, float]:
 def _fastapi(
     model_dir: Path, body: bytes, clients: int, seconds: float
 ) -> dict[str, dict[str, float]]:
-    port = _free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-c", _FASTAPI_SERVER, str(model_dir), str(port)],
         # A plain server as its author would run it: none of pomona's serving environment.
@@ -290,7 +284,8 @@ def _pomona(
 
     # As `pomona serve` runs it: the replica answers on `direct`, the proxy on a spare port.
     args = AppArgs(registry=str(registry), references=[name])
-    options = ServeOptions(port=_free_port(), max_queued_requests=256)
+    (spare,) = free_ports(1, besides={direct})
+    options = ServeOptions(port=spare, max_queued_requests=256)
     batch = BatchSettings(max_batch_size=max_batch_size)
     control.deploy(serve_config(args, plan_routing(args, batch=batch), options))
     url = f"http://127.0.0.1:{direct}/v1/models/{name}/predict"
@@ -310,9 +305,9 @@ def _first_answer(registry: str, name: str, body: bytes, timeout_s: float = 120.
     import urllib.error
     import urllib.request
 
-    port = _free_port()
+    port, metrics_port = free_ports(2)
     command = [sys.executable, "-c", "from pomona.cli import main; main()", "--registry"]
-    command += [registry, "serve", name, "--port", str(port), "--metrics-port", str(_free_port())]
+    command += [registry, "serve", name, "--port", str(port), "--metrics-port", str(metrics_port)]
     start = time.perf_counter()
     server = subprocess.Popen(
         command,
@@ -351,7 +346,7 @@ def main() -> None:
     from pomona.serving.config import local_serving_env
 
     # Before Serve is imported, as `pomona serve` does for the Ray it starts.
-    direct = _free_port()
+    (direct,) = free_ports(1)
     _PLAIN_ENV.update(os.environ)
     os.environ.update(local_serving_env(direct))
     import ray

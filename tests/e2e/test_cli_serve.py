@@ -21,7 +21,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from support.local_cluster import pomona_cli
 
-from pomona.cli.serve import free_port
+from pomona.cluster.runtime import free_ports
 from pomona.registry import Registry
 from pomona.serving.config import AppArgs, Routing
 
@@ -70,7 +70,8 @@ def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--port": free_port(), "--metrics-port": free_port(), option: port}
+        api, metrics = free_ports(2, besides={port})
+        ports = {"--port": api, "--metrics-port": metrics, option: port}
         # A fresh process: no Ray of this test session's to join.
         result = pomona_cli(
             "--registry", registry, "serve", "digits", *(x for p in ports.items() for x in p),
@@ -88,9 +89,10 @@ def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) 
 def test_a_version_that_fails_to_load_is_named_with_its_reason(registry: Path) -> None:
     weights = registry / "digits" / "versions" / "1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"!")
+    api, metrics = free_ports(2)
     result = pomona_cli(
-        "--registry", registry, "serve", "digits", "--port", free_port(),
-        "--metrics-port", free_port(), timeout_s=300,
+        "--registry", registry, "serve", "digits", "--port", api, "--metrics-port", metrics,
+        timeout_s=300,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     # The replica's own error, not only Serve's "failed to update the deployments".

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from pomona.cluster.runtime import free_ports
 from pomona.data.manifest import Preprocessing
 from pomona.models import build_model, save_model
 from pomona.registry import Registry
@@ -56,12 +56,6 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(
     ray_session: None, digits_folder: Path, tmp_path_factory: pytest.TempPathFactory
@@ -86,7 +80,7 @@ def server(
     registry.set_alias("digits", 2, "canary")
     args = AppArgs(registry=registry.uri, references=["digits"], max_body_bytes=256 * 1024)
     options = ServeOptions(
-        port=_free_port(),
+        port=free_ports(1)[0],
         min_replicas=1,
         max_replicas=1,
         max_ongoing_requests=4,

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.local_cluster import REPO, LocalCluster, free_port, local_cluster, pomona_cli
+from support.local_cluster import REPO, LocalCluster, local_cluster, pomona_cli
 
+from pomona.cluster.runtime import free_ports
 from pomona.cluster.submit import connect, wait
 from pomona.train.run_dir import read_metrics
 
@@ -77,7 +78,8 @@ def test_unreachable_address_is_one_error_line(
     tmp_path: Path, scheme: str, command: list[str]
 ) -> None:
     # A GCS address (host:port) used to end, 40 s later, in a traceback from Ray's GCS client.
-    address = f"{scheme}127.0.0.1:{free_port()}"
+    (port,) = free_ports(1)
+    address = f"{scheme}127.0.0.1:{port}"
     args = [{"SRC": tmp_path, "OUT": tmp_path / "ds"}.get(arg, arg) for arg in command]
     result = pomona_cli(*args, "--address", address)
     assert result.returncode == 2

@@ -109,11 +109,12 @@ def demo_command(
 
 def _serve_stage(registry: str, samples: list[str]) -> None:
     """Serve the production model, send real HTTP requests, show answers and metrics, stop."""
-    from pomona.cli.serve import PlanOptions, free_port, plan, serving
+    from pomona.cli.serve import PlanOptions, plan, serving
     from pomona.cli.session import session
+    from pomona.cluster.runtime import free_ports
 
     session.registry = registry
-    port = free_port()
+    (port,) = free_ports(1)
     console.print(
         f"$ pomona --registry {registry} serve digits --port {port}",
         style="dim",

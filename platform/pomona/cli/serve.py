@@ -245,7 +245,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     """
     import ray
 
-    from pomona.cluster.runtime import cluster_address, ensure_ray
+    from pomona.cluster.runtime import cluster_address, ensure_ray, free_ports
     from pomona.serving.config import local_serving_env
     from pomona.serving.plan import has_one_replica
 
@@ -263,7 +263,8 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     if started and local and has_one_replica(config):
         # The replica answers on the port asked for; Serve's proxy gets a spare one.
         os.environ.update(local_serving_env(http["port"]))
-        config = {**config, "http_options": {**http, "port": free_port()}}
+        (spare,) = free_ports(1, besides={http["port"], metrics_port})
+        config = {**config, "http_options": {**http, "port": spare}}
     from pomona.serving import control
 
     ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)
@@ -306,13 +307,6 @@ def _check_free(host: str, port: int, option: str) -> None:
                 f"cannot listen on {host}:{port} ({error.strerror or error}): stop what uses "
                 f"it or choose another {option}"
             ) from None
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

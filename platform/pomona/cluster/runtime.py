@@ -10,9 +10,11 @@ go to Ray's session log directory only, so a successful command prints only pomo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Collection
 
 from pomona.errors import ClusterError
 
@@ -92,6 +94,23 @@ def connection_error(host: str, port: int, timeout_s: float) -> OSError | None:
     except OSError as error:
         return error
     return None
+
+
+def free_ports(count: int, besides: Collection[int] = ()) -> list[int]:
+    """``count`` different TCP ports free on 127.0.0.1 now, none of them in ``besides``.
+
+    Every probe stays bound until all ports are chosen: probed one at a time, the system may
+    hand out the same port twice (Ray refuses two of its components on one port).
+    """
+    with contextlib.ExitStack() as probes:
+        ports: list[int] = []
+        while len(ports) < count:
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            if port not in besides:
+                ports.append(port)
+        return ports
 
 
 def use_local_ray_defaults(address: str | None = None) -> None:

@@ -33,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import Headers, State, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -117,16 +117,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": {"code": status, "message": message}}, status, headers)
 
 
-def _error_answer(request: Request, error: PomonaError) -> JSONResponse:
+def _error_answer(state: State, error: PomonaError) -> JSONResponse:
     headers = None
     if isinstance(error, Unavailable):
-        headers = {"Retry-After": str(request.app.state.retry_after)}
+        headers = {"Retry-After": str(state.retry_after)}
     return _error(error.http_status, str(error), headers)
 
 
 @app.exception_handler(PomonaError)
 async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
-    return _error_answer(request, error)
+    return _error_answer(request.app.state, error)
 
 
 @app.exception_handler(RequestValidationError)
@@ -186,17 +186,22 @@ class _Admission:
 
     A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs each request through
     an extra task and memory streams, CPU that a small machine pays on every request.
+
+    Args:
+        app: the ASGI app it admits requests to.
+        state: the FastAPI app's state (limits, metrics), set by the :class:`Api` replica.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self._app = app
+        self._state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         start = time.perf_counter()
-        state = scope["app"].state
+        state = self._state
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > state.max_body_bytes:
             refusal = f"body of {declared} bytes is over the limit of {state.max_body_bytes}"
@@ -229,14 +234,20 @@ class _ImagePredict:
     """Answers ``POST /v1/models/{model}/predict`` with one image as the body, without FastAPI.
 
     The API's most frequent request. :meth:`Api.predict_image` answers it with the code the
-    FastAPI route runs; what is skipped is the routing, dependency solving and response
-    validation around it, which for a small model cost more CPU than the model
-    (``benchmarks/RESULTS.md``, Serving). Everything else, multipart forms included, goes on to
-    FastAPI. Inside :class:`_Admission`, which limits the body and records the metrics of both.
+    FastAPI route runs; what is skipped is FastAPI's and Starlette's per-request layers, the
+    routing, dependency solving and response validation, which for a small model cost more CPU
+    than the model (``benchmarks/RESULTS.md``, Serving). Everything else, multipart forms
+    included, goes on to FastAPI. Inside :class:`_Admission`, which limits the body and records
+    the metrics of both.
+
+    Args:
+        app: the FastAPI app, for every other request.
+        state: its state, where the :class:`Api` replica is.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self._app = app
+        self._state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = _posted_image_model(scope)
@@ -245,9 +256,9 @@ class _ImagePredict:
             return
         request = Request(scope, receive)
         try:
-            answer = await request.app.state.api.predict_image(request, model)
+            answer = await self._state.api.predict_image(request, model)
         except PomonaError as error:
-            answer = _error_answer(request, error)
+            answer = _error_answer(self._state, error)
         await answer(scope, receive, send)
 
 
@@ -260,10 +271,6 @@ def _posted_image_model(scope: Scope) -> str | None:
     if match is None:
         return None
     return match[1] if _media_type(Headers(scope=scope)).startswith(IMAGE_TYPES) else None
-
-
-app.add_middleware(_ImagePredict)
-app.add_middleware(_Admission)  # added last: outermost
 
 
 def _predict_route(
@@ -303,6 +310,17 @@ class Api:
         app.state.metrics = ingress_metrics()
         app.state.retry_after = max(1, round(self._args.retry_after_s))
         app.state.max_body_bytes = self._args.max_body_bytes
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        """The ASGI app Serve calls: the FastAPI app behind the admission check and image path.
+
+        Serve calls this hook once the constructor has run, and what it returns replaces the app
+        given to ``@serve.ingress`` (whose routes it has bound to this class). In front of the
+        FastAPI app, the most frequent request also skips FastAPI's and Starlette's outer
+        layers, and Serve's per-request route matching (which labels Serve's own HTTP metrics by
+        route; they carry the route prefix instead, and pomona's label model and version).
+        """
+        return _Admission(_ImagePredict(app, app.state), app.state)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Take a new routing table (Serve calls this for ``user_config``, no restart).

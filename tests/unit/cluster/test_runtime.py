@@ -13,6 +13,7 @@ from pomona.cluster.runtime import (
     LOCAL_RAY_ENV,
     LOOPBACK_ENV,
     check_reachable,
+    free_ports,
     use_local_ray_defaults,
 )
 from pomona.errors import ClusterError
@@ -97,3 +98,14 @@ def test_a_cluster_address_nothing_answers_on_is_one_line_at_once(closed: int, f
 @pytest.mark.parametrize("address", ["auto", "ray-head", "http://ray-head"])
 def test_addresses_without_a_port_are_left_to_ray(address: str) -> None:
     check_reachable(address)  # no lookup, no connection: nothing raised
+
+
+def test_free_ports_are_different_free_and_not_the_ones_to_avoid() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        avoid = {taken.getsockname()[1]}
+        ports = free_ports(20, besides=avoid)
+    assert len(set(ports)) == 20 and not avoid & set(ports)
+    for port in ports:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
