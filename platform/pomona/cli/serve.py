@@ -300,6 +300,9 @@ def _check_free(host: str, port: int, option: str) -> None:
         ConfigError: naming the address, the reason and the option that chooses another.
     """
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As Serve's and Ray's HTTP servers bind: the connections of a server that just stopped
+        # (TIME_WAIT) do not hold the port, a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -69,6 +70,13 @@ from pomona.serving.schema import (
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
+
+#: How long the replica's event loop may keep the GIL while a forward pass waits for it. A
+#: forward pass takes the GIL back between every two torch ops, and the event loop runs Python
+#: (HTTP, decoding) for as long as Python's default 5 ms allows: beside a busy loop a digits batch
+#: of 8 took 3-97 ms instead of 0.7. With 50 us its forward passes at half load took 2.2-3.2 ms
+#: instead of 2.6-4.6, at the same peak throughput (``benchmarks/RESULTS.md``, Serving).
+GIL_SWITCH_INTERVAL_S = 50e-6
 
 
 class PayloadTooLarge(InvalidRequestError):
@@ -306,6 +314,7 @@ class Api:
         self._model_metrics = model_metrics()
         # More intra-op threads than the cores a replica can use only adds hand-offs.
         torch.set_num_threads(self._args.torch_threads)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         app.state.api = self
         app.state.metrics = ingress_metrics()
         app.state.retry_after = max(1, round(self._args.retry_after_s))
