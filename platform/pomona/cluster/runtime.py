@@ -48,7 +48,7 @@ LOCAL_RAY_ENV = {
 #: the machine's routable address as the driver's node IP and never reaches a GCS that listens
 #: on 127.0.0.1 (``pomona serve status --address 127.0.0.1:PORT`` hung retrying).
 LOOPBACK_ENV = {key: LOCAL_RAY_ENV[key] for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",)}
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def cluster_address(address: str | None = None) -> str | None:
@@ -58,12 +58,13 @@ def cluster_address(address: str | None = None) -> str | None:
 
 def split_address(address: str) -> tuple[str, int | None]:
     """Host and port of ``host:port`` or ``scheme://host:port[/path]``; the port is None when
-    the address has none (``auto``, ``ray-head``) or it is not a number."""
+    the address has none (``auto``, ``ray-head``) or it is not a number. An IPv6 host comes
+    without its brackets (``[::1]:6379`` is ``("::1", 6379)``), as sockets take it."""
     target = address.split("://", 1)[-1].split("/", 1)[0]
     host, colon, port = target.rpartition(":")
     if not colon:
         return target, None
-    return host, int(port) if port.isdigit() else None
+    return host.strip("[]"), int(port) if port.isdigit() else None
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -79,7 +80,7 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     host, port = split_address(address)
     if not host or port is None:
         return
-    error = connection_error(host.strip("[]"), port, timeout_s)
+    error = connection_error(host, port, timeout_s)
     if error is not None:
         raise ClusterError(
             f"no Ray cluster answers at {address} ({error.strerror or error}): check that it is "

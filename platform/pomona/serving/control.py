@@ -22,7 +22,7 @@ from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 from ray.serve.context import _disconnect, _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from pomona.cluster.runtime import connection_error
+from pomona.cluster.runtime import connection_error, split_address
 from pomona.errors import ConfigError, ModelNotFoundError
 from pomona.serving.config import (
     APP_NAME,
@@ -220,7 +220,7 @@ def delete() -> bool:
     Raises:
         Whatever ``serve.delete`` raises.
     """
-    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    host, port = split_address(ray.get_runtime_context().gcs_address)
     outcome: list[BaseException | None] = []
 
     def run() -> None:
@@ -235,7 +235,8 @@ def delete() -> bool:
     worker.start()
     while worker.is_alive():
         worker.join(_POLL_S)
-        if worker.is_alive() and connection_error(host, int(port), _POLL_S) is not None:
+        alive = worker.is_alive()
+        if alive and port is not None and connection_error(host, port, _POLL_S) is not None:
             return False
     if outcome[0] is not None:
         raise outcome[0]

@@ -14,6 +14,7 @@ from pomona.cluster.runtime import (
     LOOPBACK_ENV,
     check_reachable,
     free_ports,
+    split_address,
     use_local_ray_defaults,
 )
 from pomona.errors import ClusterError
@@ -109,3 +110,20 @@ def test_free_ports_are_different_free_and_not_the_ones_to_avoid() -> None:
     for port in ports:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("address", "parts"),
+    [
+        ("127.0.0.1:6379", ("127.0.0.1", 6379)),
+        ("ray://head:10001/x", ("head", 10001)),
+        ("[::1]:6379", ("::1", 6379)),
+        ("http://[fe80::1]:8265", ("fe80::1", 8265)),
+        ("auto", ("auto", None)),
+        ("head:port", ("head", None)),
+    ],
+)
+def test_addresses_split_into_the_host_and_port_a_socket_takes(
+    address: str, parts: tuple[str, int | None]
+) -> None:
+    assert split_address(address) == parts
