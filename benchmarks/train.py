@@ -44,7 +44,6 @@ import json
 import os
 import platform as host
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,12 +81,6 @@ RATIOS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def baseline_command(
     tag: str, dataset_dir: Path, model: str, epochs: int, niceness: int, work: Path
 ) -> list[str]:
@@ -104,12 +97,14 @@ def baseline_command(
     if tag == "a":
         command = [sys.executable, *common, "--threads=2"]
     else:
+        from pomona.cluster.runtime import free_ports
+
         command = [
             str(VENV_BIN / "torchrun"),
             "--nproc-per-node=2",
             "--nnodes=1",
             "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}",
+            f"--master-port={free_ports(1)[0]}",
             *common,
             "--threads=1",
         ]

@@ -249,13 +249,12 @@ class _ImagePredict:
     the metrics of both.
 
     Args:
-        app: the FastAPI app, for every other request.
-        state: its state, where the :class:`Api` replica is.
+        app: the FastAPI app, for every other request; its state holds the :class:`Api` replica.
     """
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self._app = app
-        self._state = state
+        self._state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = _posted_image_model(scope)
@@ -329,7 +328,7 @@ class Api:
         layers, and Serve's per-request route matching (which labels Serve's own HTTP metrics by
         route; they carry the route prefix instead, and pomona's label model and version).
         """
-        return _Admission(_ImagePredict(app, app.state), app.state)
+        return _Admission(_ImagePredict(app), app.state)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Take a new routing table (Serve calls this for ``user_config``, no restart).
