@@ -193,6 +193,13 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
         assert answer.status_code == 200 and answer.json()["version"] == 1
         _assert_overload_is_refused_then_served(f"http://127.0.0.1:{port}", image)
         assert _cluster_processes(gcs_address)
+        # The replica is not reniced below Ray's own processes (Ray's default for workers).
+        replicas = [
+            process
+            for process in psutil.Process(server.pid).children(recursive=True)
+            if process.cmdline()[:1] == ["ray::ServeReplica:pomona:api"]
+        ]
+        assert [replica.nice() for replica in replicas] == [0]
         if to_group:
             os.killpg(server.pid, stop)
         else:

@@ -235,8 +235,8 @@ class Endpoints:
 def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
     """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
 
-    When a local Ray is started here for one replica, that replica serves HTTP itself on the
-    config's port (:func:`~pomona.serving.config.local_serving_env`), Serve's proxy on a spare
+    A local Ray started here gets :func:`~pomona.serving.config.local_serving_env`. For one
+    replica, that replica serves HTTP itself on the config's port, Serve's proxy on a spare
     port; otherwise Serve's proxy answers on the config's port.
 
     Args:
@@ -260,11 +260,13 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
         _check_free(http["host"], http["port"], "--port")
         if metrics_port is not None:
             _check_free("127.0.0.1", metrics_port, "--metrics-port")
-    if started and local and has_one_replica(config):
-        # The replica answers on the port asked for; Serve's proxy gets a spare one.
-        os.environ.update(local_serving_env(http["port"]))
-        (spare,) = free_ports(1, besides={http["port"], metrics_port})
-        config = {**config, "http_options": {**http, "port": spare}}
+    if started and local:
+        one = has_one_replica(config)
+        os.environ.update(local_serving_env(http["port"] if one else None))
+        if one:
+            # The replica answers on the port asked for; Serve's proxy gets a spare one.
+            (spare,) = free_ports(1, besides={http["port"], metrics_port})
+            config = {**config, "http_options": {**http, "port": spare}}
     from pomona.serving import control
 
     ensure_ray(session.address, log_to_driver=session.verbose, metrics_export_port=metrics_port)

@@ -155,17 +155,27 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
 
 
-def test_local_serving_env_sets_only_settings_ray_reads_for_one_port() -> None:
-    from ray.serve._private import constants  # the module's source only: no Ray starts
+def test_local_serving_env_sets_only_settings_ray_reads() -> None:
+    from ray._private import ray_constants  # the modules' source only: no Ray starts
+    from ray.serve._private import constants
 
-    env = local_serving_env(8123)
     source = inspect.getsource(constants)
-    ray_settings = [name for name in env if name.startswith("RAY_")]
-    unknown = [name for name in ray_settings if f'"{name}"' not in source]
-    assert unknown == [], f"Ray {constants.__name__} no longer reads {unknown}"
+    for port in (None, 8123):
+        env = local_serving_env(port)
+        ray_settings = [name for name in env if name.startswith("RAY_")]
+        unknown = [
+            name
+            for name in ray_settings
+            if f'"{name}"' not in source and name != ray_constants.RAY_WORKER_NICENESS
+        ]
+        assert unknown == [], f"Ray no longer reads {unknown}"
+        assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
+        # Workers as important as Ray's own processes, whatever serves HTTP.
+        assert env[ray_constants.RAY_WORKER_NICENESS] == "0"
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in local_serving_env(None)
+    env = local_serving_env(8123)
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
     # Ray's port range is half-open: exactly the asked port.
     low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
     high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert list(range(low, high)) == [8123]
-    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
-    assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
