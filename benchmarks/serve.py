@@ -276,8 +276,6 @@ def _pomona(
     direct: int,
     max_batch_size: int,
 ) -> dict[str, dict[str, float]]:
-    from ray import serve
-
     from pomona.serving import control
     from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.plan import plan_routing, serve_config
@@ -296,7 +294,7 @@ def _pomona(
         results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
     finally:
         # Serve keeps its first HTTP port for its lifetime: the next model needs a fresh start.
-        serve.shutdown()
+        control.shutdown()
     return results
 
 
@@ -350,10 +348,10 @@ def main() -> None:
     _PLAIN_ENV.update(os.environ)
     os.environ.update(local_serving_env(direct))
     import ray
-    from ray import serve
 
     from pomona.cluster.runtime import ensure_ray
     from pomona.registry import Registry
+    from pomona.serving import control
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "registry")
@@ -391,7 +389,7 @@ def main() -> None:
                 rows.update(_fastapi(model_dir, body, options.clients, options.seconds))
                 _print(name, rows, options)
         finally:
-            serve.shutdown()
+            control.shutdown()
             ray.shutdown()
 
 
