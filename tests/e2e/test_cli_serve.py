@@ -109,6 +109,17 @@ def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
     return found
 
 
+def _replica_niceness(server_pid: int) -> list[int]:
+    """Niceness of each Serve replica the server started (its children come and go: Ray's idle
+    workers may exit while they are listed)."""
+    found = []
+    for process in psutil.Process(server_pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.cmdline()[:1] == ["ray::ServeReplica:pomona:api"]:
+                found.append(process.nice())
+    return found
+
+
 def _assert_overload_is_refused_then_served(url: str, image: bytes) -> None:
     """A burst far over one replica's queue (the replica serves HTTP itself, no proxy) gets
     503 with Retry-After, never a timeout, and the next request is answered."""
@@ -194,12 +205,7 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
         _assert_overload_is_refused_then_served(f"http://127.0.0.1:{port}", image)
         assert _cluster_processes(gcs_address)
         # The replica is not reniced below Ray's own processes (Ray's default for workers).
-        replicas = [
-            process
-            for process in psutil.Process(server.pid).children(recursive=True)
-            if process.cmdline()[:1] == ["ray::ServeReplica:pomona:api"]
-        ]
-        assert [replica.nice() for replica in replicas] == [0]
+        assert _replica_niceness(server.pid) == [0]
         if to_group:
             os.killpg(server.pid, stop)
         else:
