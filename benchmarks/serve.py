@@ -341,12 +341,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     options = parser.parse_args()
 
-    from pomona.serving.config import local_serving_env
+    from pomona.serving.config import serving_env
 
     # Before Serve is imported, as `pomona serve` does for the Ray it starts.
     (direct,) = free_ports(1)
     _PLAIN_ENV.update(os.environ)
-    os.environ.update(local_serving_env(direct))
+    os.environ.update(serving_env(direct))
     import ray
 
     from pomona.cluster.runtime import ensure_ray

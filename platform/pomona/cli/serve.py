@@ -235,7 +235,7 @@ class Endpoints:
 def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator[Endpoints]:
     """Deploy ``config`` on this session's Ray; on exit shut Serve and Ray down.
 
-    A local Ray started here gets :func:`~pomona.serving.config.local_serving_env`. For one
+    A local Ray started here gets :func:`~pomona.serving.config.serving_env`. For one
     replica, that replica serves HTTP itself on the config's port, Serve's proxy on a spare
     port; otherwise Serve's proxy answers on the config's port.
 
@@ -246,7 +246,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     import ray
 
     from pomona.cluster.runtime import cluster_address, ensure_ray, free_ports
-    from pomona.serving.config import local_serving_env
+    from pomona.serving.config import serving_env
     from pomona.serving.plan import has_one_replica
 
     # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
@@ -262,7 +262,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
             _check_free("127.0.0.1", metrics_port, "--metrics-port")
     if started and local:
         one = has_one_replica(config)
-        os.environ.update(local_serving_env(http["port"] if one else None))
+        os.environ.update(serving_env(http["port"] if one else None))
         if one:
             # The replica answers on the port asked for; Serve's proxy gets a spare one.
             (spare,) = free_ports(1, besides={http["port"], metrics_port})

@@ -16,6 +16,7 @@ so the dashboard and the Jobs API are reachable only from inside the cluster or 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ import pomona
 from pomona.cluster.entrypoints import job_entrypoint
 from pomona.config import StrictModel
 from pomona.errors import ConfigError
+from pomona.serving.config import serving_env
 
 RAY_VERSION = "2.60.0"
 #: Ray's metrics export port (Ray and Serve metrics), the autoscaler's and the dashboard's.
@@ -100,22 +102,28 @@ class K8sSettings(StrictModel):
         return str(PurePosixPath(self.storage, *parts))
 
 
-def _head_and_worker_env(settings: K8sSettings) -> list[dict[str, str]]:
+def _head_and_worker_env(settings: K8sSettings, env: Mapping[str, str]) -> list[dict[str, str]]:
     return [
         {"name": "POMONA_REGISTRY", "value": settings.path("registry")},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        *({"name": name, "value": value} for name, value in sorted(env.items())),
     ]
 
 
 def _container(
-    settings: K8sSettings, name: str, cpus: int, memory: str, ports: dict[str, int]
+    settings: K8sSettings,
+    name: str,
+    cpus: int,
+    memory: str,
+    ports: dict[str, int],
+    env: Mapping[str, str],
 ) -> dict[str, Any]:
     resources = {"cpu": str(cpus), "memory": memory}
     return {
         "name": name,
         "image": settings.image_ref("cpu"),
         "imagePullPolicy": "IfNotPresent",
-        "env": _head_and_worker_env(settings),
+        "env": _head_and_worker_env(settings, env),
         "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports.items()],
         # Requests equal limits: Ray sizes its resources from the limits, and the scheduler
         # then never packs more Ray work onto a node than it can run.
@@ -141,15 +149,17 @@ def claim_name(settings: K8sSettings) -> str:
     return f"{settings.name}-storage"
 
 
-def cluster_spec(settings: K8sSettings) -> dict[str, Any]:
-    """The RayCluster ``spec`` shared by the RayCluster, the RayJobs and the RayService."""
+def cluster_spec(settings: K8sSettings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The RayCluster ``spec`` shared by the RayCluster, the RayJobs and the RayService, with
+    ``env`` added to every pod's environment."""
+    env = env or {}
     head = _container(
         settings, "ray-head", settings.head_cpus, settings.head_memory,
-        {**HEAD_PORTS, **METRICS_PORTS},
+        {**HEAD_PORTS, **METRICS_PORTS}, env,
     )  # fmt: skip
     worker = _container(
         settings, "ray-worker", settings.worker_cpus, settings.worker_memory,
-        {"metrics": METRICS_PORTS["metrics"]},
+        {"metrics": METRICS_PORTS["metrics"]}, env,
     )  # fmt: skip
     return {
         "rayVersion": RAY_VERSION,
@@ -231,6 +241,9 @@ def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
     Each application reads the registry on the cluster's shared storage, and Serve's proxy
     listens on the pod's interfaces: inside a pod, loopback would hide it from the Service
     KubeRay puts in front of it (who reaches that Service is the cluster's network policy).
+    Its pods run Ray as ``pomona serve``'s local Ray does
+    (:func:`~pomona.serving.config.serving_env`: replicas at niceness 0, the application on
+    the replica's event loop, OpenMP threads that sleep between forward passes).
     """
     config = yaml.safe_load(serve_config)
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
@@ -243,7 +256,7 @@ def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
         "metadata": _metadata(f"{settings.name}-serve"),
         "spec": {
             "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
-            "rayClusterConfig": cluster_spec(settings),
+            "rayClusterConfig": cluster_spec(settings, serving_env()),
         },
     }
 

@@ -38,9 +38,10 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 _WEIGHT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,63})=(\d{1,6})$")
 
 
-def local_serving_env(port: int | None) -> dict[str, str]:
-    """Environment for a local Ray started to serve; with ``port``, for one replica that serves
-    HTTP on ``port`` itself.
+def serving_env(direct_ingress_port: int | None = None) -> dict[str, str]:
+    """Environment for the Ray processes that serve: the local Ray ``pomona serve`` starts and
+    the pods of the RayService ``pomona k8s render`` writes. With ``direct_ingress_port``, for
+    one replica that serves HTTP on that port itself (a local Ray only).
 
     * Ray's workers (the replicas among them) run at niceness 0, as Ray's own processes do,
       instead of Ray's default 15. At 15 a replica yields its core to any daemon that wakes
@@ -48,10 +49,10 @@ def local_serving_env(port: int | None) -> dict[str, str]:
       few hundred milliseconds of CPU at a thousand requests a second, and the requests
       waiting behind it set the p99. Ray's job manager does the same for job drivers.
     * Serve's direct ingress (Ray 2.60, the HTTP half of ``RAY_SERVE_THROUGHPUT_OPTIMIZED``),
-      with ``port``: requests skip the proxy actor, which on a small machine costs more than
-      the model. The proxy still runs (on the config's port); the replica answers on ``port``,
-      which is free again at once when it stops (no drain or quarantine for a load balancer:
-      there is none).
+      with ``direct_ingress_port``: requests skip the proxy actor, which on a small machine
+      costs more than the model. The proxy still runs (on the config's port); the replica
+      answers on ``direct_ingress_port``, which is free again at once when it stops (no drain
+      or quarantine for a load balancer: there is none).
     * The application's code runs on the replica's own event loop instead of a second one in
       another thread, so a request is not handed between threads (and GIL holders) on its way.
     * OpenMP threads sleep as soon as a forward pass ends instead of spinning for the next one:
@@ -67,11 +68,11 @@ def local_serving_env(port: int | None) -> dict[str, str]:
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "OMP_WAIT_POLICY": "PASSIVE",
     }
-    if port is not None:
+    if direct_ingress_port is not None:
         env |= {
             "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # exclusive
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(direct_ingress_port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(direct_ingress_port + 1),  # exclusive
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
             "RAY_SERVE_PORT_QUARANTINE_S": "0",
         }

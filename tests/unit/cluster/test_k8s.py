@@ -15,6 +15,7 @@ from ray.serve.schema import ServeDeploySchema
 from pomona.cluster import k8s
 from pomona.cluster.k8s import K8sSettings
 from pomona.cluster.kustomize import base_resources, gpu_patches, read_settings, render
+from pomona.serving.config import serving_env
 
 REPO = Path(__file__).resolve().parents[3]
 CRDS = REPO / "tests" / "data" / "kuberay-crds"
@@ -151,6 +152,22 @@ def test_rayservice_serve_config_is_valid_for_ray_serve(base: dict[str, dict[str
     assert config["http_options"]["host"] == "0.0.0.0"
     built = yaml.safe_load(SERVE_CONFIG.read_text())
     assert config["applications"][0]["deployments"] == built["applications"][0]["deployments"]
+
+
+def test_rayservice_pods_run_ray_as_pomona_serve_does(base: dict[str, dict[str, Any]]) -> None:
+    def pod_env(spec: dict[str, Any]) -> list[dict[str, str]]:
+        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        return [{e["name"]: e["value"] for e in g["template"]["spec"]["containers"][0]["env"]}
+                for g in groups]  # fmt: skip
+
+    serving = serving_env()
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in serving  # Serve's proxy fronts the pods
+    for env in pod_env(base["rayservice.yaml"]["spec"]["rayClusterConfig"]):
+        assert serving.items() <= env.items()
+        assert env["POMONA_REGISTRY"] == "/mnt/pomona/registry"
+    # Training and sweeps keep Ray's defaults.
+    for env in pod_env(base["raycluster.yaml"]["spec"]):
+        assert serving.keys().isdisjoint(env)
 
 
 def test_rayservice_reads_the_registry_under_the_chosen_storage() -> None:

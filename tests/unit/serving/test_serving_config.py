@@ -19,8 +19,8 @@ from pomona.serving.config import (
     ModelRoute,
     Routing,
     ServeOptions,
-    local_serving_env,
     parse_split,
+    serving_env,
 )
 from pomona.serving.plan import (
     IMPORT_PATH,
@@ -155,13 +155,13 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
 
 
-def test_local_serving_env_sets_only_settings_ray_reads() -> None:
+def test_serving_env_sets_only_settings_ray_reads() -> None:
     from ray._private import ray_constants  # the modules' source only: no Ray starts
     from ray.serve._private import constants
 
     source = inspect.getsource(constants)
     for port in (None, 8123):
-        env = local_serving_env(port)
+        env = serving_env(port)
         ray_settings = [name for name in env if name.startswith("RAY_")]
         unknown = [
             name
@@ -172,8 +172,8 @@ def test_local_serving_env_sets_only_settings_ray_reads() -> None:
         assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
         # Workers as important as Ray's own processes, whatever serves HTTP.
         assert env[ray_constants.RAY_WORKER_NICENESS] == "0"
-    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in local_serving_env(None)
-    env = local_serving_env(8123)
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in serving_env(None)
+    env = serving_env(8123)
     assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
     # Ray's port range is half-open: exactly the asked port.
     low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
