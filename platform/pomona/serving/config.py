@@ -27,6 +27,8 @@ from pomona.registry.names import parse_ref
 APP_NAME = "pomona"
 #: The one deployment: HTTP API and the served model versions, in each replica.
 INGRESS_DEPLOYMENT = "api"
+#: The module of the application builder Serve imports (``import_path``).
+APP_MODULE = "pomona.serving.app"
 #: Largest ``top_k`` a request may ask for; more is almost surely a mistake.
 MAX_TOP_K = 1000
 #: Route label used when a model is served without aliases (its newest version).
@@ -59,6 +61,10 @@ def serving_env(direct_ingress_port: int | None = None) -> dict[str, str]:
       on a few shared cores a spinning thread takes the CPU the event loop needs to read the
       next requests. Small models gain throughput and lose most of their latency spikes; large
       ones lose a few percent of throughput (``benchmarks/RESULTS.md``, Serving).
+    * Every Ray worker imports the application's module (torch, Serve, FastAPI) as it starts,
+      among them the ones Ray starts ahead of need: a replica that finds one starts in about a
+      second instead of spending 4-6 s on imports, at about 280 MB more in each of Serve's
+      controller and proxy (``benchmarks/RESULTS.md``, Serving).
 
     Every Ray process reads these when it starts, so they must be in the environment before
     Ray is.
@@ -67,6 +73,7 @@ def serving_env(direct_ingress_port: int | None = None) -> dict[str, str]:
         "RAY_worker_niceness": "0",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "OMP_WAIT_POLICY": "PASSIVE",
+        "RAY_preload_python_modules": APP_MODULE,
     }
     if direct_ingress_port is not None:
         env |= {

@@ -11,6 +11,7 @@ from typing import Any
 
 from pomona.registry import ModelRef, Registry, parse_ref
 from pomona.serving.config import (
+    APP_MODULE,
     APP_NAME,
     INGRESS_DEPLOYMENT,
     LATEST,
@@ -23,7 +24,7 @@ from pomona.serving.config import (
 )
 
 #: The application builder Serve imports (``import_path`` of the config).
-IMPORT_PATH = "pomona.serving.app:build_app"
+IMPORT_PATH = f"{APP_MODULE}:build_app"
 PRODUCTION = "production"
 
 

@@ -156,22 +156,29 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
 
 
 def test_serving_env_sets_only_settings_ray_reads() -> None:
+    import ray._raylet
     from ray._private import ray_constants  # the modules' source only: no Ray starts
     from ray.serve._private import constants
 
     source = inspect.getsource(constants)
+    # The settings of Ray's core (RayConfig) are named in its compiled library.
+    core = Path(ray._raylet.__file__).read_bytes()
     for port in (None, 8123):
         env = serving_env(port)
         ray_settings = [name for name in env if name.startswith("RAY_")]
         unknown = [
             name
             for name in ray_settings
-            if f'"{name}"' not in source and name != ray_constants.RAY_WORKER_NICENESS
+            if f'"{name}"' not in source
+            and name != ray_constants.RAY_WORKER_NICENESS
+            and f"\0{name}\0".encode() not in core
         ]
         assert unknown == [], f"Ray no longer reads {unknown}"
         assert set(env) - set(ray_settings) == {"OMP_WAIT_POLICY"}
         # Workers as important as Ray's own processes, whatever serves HTTP.
         assert env[ray_constants.RAY_WORKER_NICENESS] == "0"
+        # Workers start with the application imported: Serve's import path names its module.
+        assert IMPORT_PATH.startswith(f"{env['RAY_preload_python_modules']}:")
     assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in serving_env(None)
     env = serving_env(8123)
     assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
