@@ -243,7 +243,8 @@ def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
     KubeRay puts in front of it (who reaches that Service is the cluster's network policy).
     Its pods run Ray as ``pomona serve``'s local Ray does
     (:func:`~pomona.serving.config.serving_env`: replicas at niceness 0, the application on
-    the replica's event loop, OpenMP threads that sleep between forward passes).
+    the replica's event loop, OpenMP threads that sleep between forward passes, workers that
+    start with the application imported).
     """
     config = yaml.safe_load(serve_config)
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
