@@ -99,6 +99,11 @@ def ray_resources(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in manifests if m["apiVersion"] == "ray.io/v1"]
 
 
+def pod_templates(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod templates of a RayCluster spec: the head's, then each worker group's."""
+    return [group["template"] for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]]
+
+
 def test_base_and_gpu_resources_validate_against_kuberay_crds(
     validators: dict[str, jsonschema.Draft7Validator],
     base: dict[str, dict[str, Any]],
@@ -156,9 +161,8 @@ def test_rayservice_serve_config_is_valid_for_ray_serve(base: dict[str, dict[str
 
 def test_rayservice_pods_run_ray_as_pomona_serve_does(base: dict[str, dict[str, Any]]) -> None:
     def pod_env(spec: dict[str, Any]) -> list[dict[str, str]]:
-        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-        return [{e["name"]: e["value"] for e in g["template"]["spec"]["containers"][0]["env"]}
-                for g in groups]  # fmt: skip
+        return [{e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+                for pod in pod_templates(spec)]  # fmt: skip
 
     serving = serving_env()
     assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in serving  # Serve's proxy fronts the pods
@@ -191,10 +195,8 @@ def test_pod_monitor_selects_ray_pods_and_their_metrics_ports(
 ) -> None:
     monitor = base["podmonitor.yaml"]["spec"]
     cluster = base["raycluster.yaml"]["spec"]
-    pods = [cluster["headGroupSpec"]["template"]]
-    pods += [group["template"] for group in cluster["workerGroupSpecs"]]
     ports = set()
-    for pod in pods:
+    for pod in pod_templates(cluster):
         assert monitor["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         ports |= {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
     scraped = {endpoint["port"] for endpoint in monitor["podMetricsEndpoints"]}
@@ -205,7 +207,7 @@ def test_pod_monitor_selects_ray_pods_and_their_metrics_ports(
 def test_every_pod_mounts_the_storage_claim(base: dict[str, dict[str, Any]]) -> None:
     claim = base["storage.yaml"]["metadata"]["name"]
     cluster = base["raycluster.yaml"]["spec"]
-    for pod in [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]:
+    for pod in pod_templates(cluster):
         (volume,) = pod["spec"]["volumes"]
         assert volume["persistentVolumeClaim"]["claimName"] == claim
         (mount,) = pod["spec"]["containers"][0]["volumeMounts"]
