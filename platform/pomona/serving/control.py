@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray import serve
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.serve._private.api import serve_start
 from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 from ray.serve.context import _disconnect, _get_global_client
@@ -207,40 +207,42 @@ def refresh_routing(timeout_s: float = 60.0) -> Routing:
     return routing
 
 
-def delete() -> bool:
+def delete(timeout_s: float = 60.0) -> bool:
     """Delete the pomona application (its replicas drain first), leaving Serve and other
     applications running.
 
+    No call into Ray here waits without a bound, and none is left behind: a thread left
+    waiting inside Ray's core worker could crash the process when the caller shuts Ray down.
+
     Returns:
         True once it is deleted; False, without waiting any longer, as soon as Ray's GCS stops
-        accepting connections. A TERM sent to the whole process group (systemd's default
-        ``KillMode``, ``timeout``) stops Ray's own processes too, and a call to them would
-        otherwise wait for Ray's 60 s GCS timeout, which then aborts the process.
+        accepting connections or Serve's controller is gone. A TERM sent to the whole process
+        group (systemd's default ``KillMode``, ``timeout``) stops Ray's own processes too, and
+        an unbounded call to them would wait for Ray's 60 s GCS timeout, which then aborts the
+        process.
 
     Raises:
-        Whatever ``serve.delete`` raises.
+        TimeoutError: the application was still there after ``timeout_s``.
     """
     host, port = split_address(ray.get_runtime_context().gcs_address)
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
+    controller = _get_global_client()._controller
+    serve.delete(APP_NAME, _blocking=False)  # sends the request; waiting is done here
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
         try:
-            serve.delete(APP_NAME)
-            outcome.append(None)
-        except BaseException as error:  # handed to the caller's thread
-            outcome.append(error)
-
-    # A daemon thread: one left waiting on a stopped Ray must not hold up the process's exit.
-    worker = threading.Thread(target=run, name="pomona-serve-delete", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(_POLL_S)
-        alive = worker.is_alive()
-        if alive and port is not None and connection_error(host, port, _POLL_S) is not None:
+            details = ray.get(controller.get_serve_instance_details.remote(), timeout=_POLL_S)
+        except GetTimeoutError:
+            pass
+        except RayActorError:
             return False
-    if outcome[0] is not None:
-        raise outcome[0]
-    return True
+        else:
+            if APP_NAME not in details.get("applications", {}):
+                return True
+        if port is not None and connection_error(host, port, _POLL_S) is not None:
+            return False
+        time.sleep(max(0.0, asked + _POLL_S - time.monotonic()))
+    raise TimeoutError(f"the pomona Serve application was not deleted within {timeout_s:.0f} s")
 
 
 def shutdown(timeout_s: float = 60.0) -> None:
