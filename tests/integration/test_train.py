@@ -8,6 +8,8 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +63,46 @@ def config(data: Path, out: Path, **updates: object) -> TrainConfig:
     return TrainConfig.model_validate({**base, **updates})
 
 
-def test_two_workers_reach_95_percent_like_one_worker(
+def _listeners(pids: list[int]) -> set[tuple[int, str, int]]:
+    found = set()
+    for pid in pids:
+        try:
+            for connection in psutil.Process(pid).net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((pid, connection.laddr.ip, connection.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+@contextmanager
+def _listeners_of_train_workers() -> Iterator[set[tuple[int, str, int]]]:
+    """The (pid, address, port) listening sockets of Ray Train's workers while the block runs."""
+    listeners: set[tuple[int, str, int]] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            listeners.update(_listeners(train_worker_pids()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield listeners
+    finally:
+        done.set()
+        watcher.join()
+
+
+def test_two_workers_reach_95_percent_like_one_worker_and_listen_on_loopback_only(
     ray_session: None, all_digits: Path, tmp_path: Path
 ) -> None:
-    two = train(config(all_digits, tmp_path / "two"))
+    with _listeners_of_train_workers() as listeners:
+        two = train(config(all_digits, tmp_path / "two"))
+    # Two workers: at least rank 0's rendezvous store and each worker's gloo pair listen.
+    assert len({pid for pid, _, _ in listeners}) == 2, listeners
+    wildcard = {entry for entry in listeners if entry[1] in ("0.0.0.0", "::")}
+    assert not wildcard, f"listening on all interfaces: {wildcard}"
     assert [int(r["epoch"]) for r in two] == [1, 2, 3, 4, 5, 6]
     assert two[-1]["val_error"] <= 0.05
     for name in ("model.safetensors", "model.json", "curves.png", "metrics.csv", "config.yaml"):
@@ -257,39 +295,3 @@ def test_the_best_epoch_between_checkpoints_is_published(
     last = _parameters(load_state_dict_file(run / "checkpoints" / "epoch-0004"))
     published = _parameters(load_state_dict_file(run))
     assert any(not torch.equal(published[k], last[k]) for k in last), "the last epoch was published"
-
-
-def _listeners(pids: list[int]) -> set[tuple[int, str, int]]:
-    found = set()
-    for pid in pids:
-        try:
-            for connection in psutil.Process(pid).net_connections(kind="inet"):
-                if connection.status == psutil.CONN_LISTEN:
-                    found.add((pid, connection.laddr.ip, connection.laddr.port))
-        except psutil.Error:
-            continue
-    return found
-
-
-def test_training_workers_listen_on_loopback_only(
-    ray_session: None, digits_dataset: Path, tmp_path: Path
-) -> None:
-    run = tmp_path / "run"
-    listeners: set[tuple[int, str, int]] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.2):
-            listeners.update(_listeners(train_worker_pids()))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        train(config(digits_dataset, run, epochs=2, num_workers=2))
-    finally:
-        done.set()
-        watcher.join()
-    # Two workers: at least rank 0's rendezvous store and each worker's gloo pair listen.
-    assert len({pid for pid, _, _ in listeners}) == 2, listeners
-    wildcard = {entry for entry in listeners if entry[1] in ("0.0.0.0", "::")}
-    assert not wildcard, f"listening on all interfaces: {wildcard}"
