@@ -1,4 +1,8 @@
-"""Model evaluation: metrics, plots, Grad-CAM and a self-contained HTML report. No Ray here."""
+"""Model evaluation: metrics, plots, Grad-CAM and a self-contained HTML report. No Ray here.
+
+The plots live in :mod:`pomona.evaluate.plots`, imported where a report is drawn: matplotlib's
+figure machinery would otherwise load with every model that Serve's replicas serve.
+"""
 
 from pomona.evaluate.gradcam import grad_cam, overlay
 from pomona.evaluate.html import REPORT_FILE, GalleryItem, png_bytes, write_html_report
@@ -13,7 +17,6 @@ from pomona.evaluate.metrics import (
     expected_calibration_error,
     misclassified,
 )
-from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 
 __all__ = [
     "ECE_BINS",
@@ -29,9 +32,6 @@ __all__ = [
     "grad_cam",
     "misclassified",
     "overlay",
-    "plot_confusion",
-    "plot_per_class",
-    "plot_reliability",
     "png_bytes",
     "write_html_report",
 ]
