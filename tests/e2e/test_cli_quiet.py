@@ -1,4 +1,7 @@
-"""A successful command prints only pomona's own output: no Ray log lines, warnings or banners."""
+"""A successful command prints only pomona's own output: no Ray log lines, warnings or banners.
+
+A sweep's quiet is checked with the optuna sweep in ``test_cli_sweep.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ from pathlib import Path
 
 import pytest
 from support.cli import cli_command, cli_env
-
-from pomona.cluster.runtime import LOCAL_RAY_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -44,32 +45,6 @@ def test_evaluate_in_a_fresh_process_is_quiet(
     assert result.returncode == 0, result.stderr
     assert "top-1 error" in result.stdout
     assert noise(result.stderr) == []
-
-
-@pytest.mark.ray
-def test_a_sweep_of_two_trials_at_a_time_in_a_fresh_process_is_quiet(
-    digits_dataset: Path, tmp_path: Path
-) -> None:
-    # Two trials in flight keep about 20 Ray worker processes alive; with Ray's default startup
-    # concurrency (the 2 CPUs) the raylet then prints a worker-pool warning on the driver's
-    # stdout. pomona's local Ray defaults must prevent it, so they are left to the CLI here.
-    env = {key: value for key, value in cli_env().items() if key not in LOCAL_RAY_ENV}
-    args = [
-        "sweep", "--data", digits_dataset, "--out", tmp_path / "sweep",
-        "--model", "simple_cnn", "--epochs", "1", "--workers", "1", "--trials", "2",
-        "--scheduler", "fifo", "--space", "lr=loguniform(0.02,0.3)",
-    ]  # fmt: skip
-    result = subprocess.run(
-        cli_command(*args),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("completed") == 2  # the two trials ran ...
-    assert "(raylet)" not in result.stdout + result.stderr  # ... and Ray said nothing
-    assert [line for line in result.stdout.splitlines() if "WARNING" in line] == []
 
 
 def test_ingest_and_predict_are_quiet(
