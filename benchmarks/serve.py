@@ -43,7 +43,6 @@ import gc
 import io
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pomona.cluster.runtime import free_ports, use_local_ray_defaults
+from pomona.cluster.runtime import connection_error, free_ports, use_local_ray_defaults
 from pomona.data.manifest import Preprocessing
 from pomona.inference import decode, load_for_inference, probabilities
 from pomona.models import build_model, save_model
@@ -260,9 +259,8 @@ def _fastapi(
 def _wait_port(port: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if connection_error("127.0.0.1", port, timeout_s=1.0) is None:
+            return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
