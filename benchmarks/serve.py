@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import gc
 import io
+import logging
 import os
 import signal
 import statistics
@@ -368,6 +369,8 @@ def main() -> None:
         seconds = _first_answer(registry.uri, first, _png(MODELS[first].spec))
         print(f"pomona serve {first}: first HTTP 200 after {seconds:.1f} s (Ray start included)")
         ensure_ray(num_cpus=2)
+        # As `pomona serve` does: Serve's logger does not propagate to "ray".
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             for name in options.models:
                 body = _png(MODELS[name].spec)
