@@ -369,19 +369,20 @@ def main() -> None:
         # Raw first, before any Ray starts: starting one keeps both cores busy for seconds
         # (its daemons, and workers that preload the serving code), which the raw model,
         # measured right after, was charged for.
-        rows: dict[str, dict[str, dict[str, float]]] = {}
-        for name in options.models:
-            raw = _raw(Path(tmp) / name, _png(MODELS[name].spec), options.seconds)
-            rows[name] = {"raw (in-process)": raw}
+        bodies = {name: _png(MODELS[name].spec) for name in options.models}
+        rows = {
+            name: {"raw (in-process)": _raw(Path(tmp) / name, bodies[name], options.seconds)}
+            for name in options.models
+        }
         first = options.models[0]
-        seconds = _first_answer(registry.uri, first, _png(MODELS[first].spec))
+        seconds = _first_answer(registry.uri, first, bodies[first])
         print(f"pomona serve {first}: first HTTP 200 after {seconds:.1f} s (Ray start included)")
         ensure_ray(num_cpus=2)
         # As `pomona serve` does: Serve's logger does not propagate to "ray".
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             for name in options.models:
-                body = _png(MODELS[name].spec)
+                body = bodies[name]
                 model_dir = Path(tmp) / name
                 rows[name].update(
                     _pomona(
