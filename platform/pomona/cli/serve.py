@@ -80,7 +80,10 @@ MaxReplicas = Annotated[
     ),
 ]
 TorchThreads = Annotated[
-    int, typer.Option(min=1, help="Torch threads per replica (the cores one replica may use).")
+    int, typer.Option(min=1, help="Torch threads per forward pass (the cores one replica may use).")
+]
+ConcurrentBatches = Annotated[
+    int, typer.Option(min=1, help="Forward passes one model version runs at once.")
 ]
 MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP 503.")]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
@@ -97,6 +100,7 @@ class PlanOptions:
     min_replicas: int = 1
     max_replicas: int = 1
     torch_threads: int = 2
+    concurrent_batches: int = 2
     max_queued: int = 64
     max_body_bytes: int = 10 * 1024 * 1024
 
@@ -109,6 +113,7 @@ _OPTION_TYPES = {
     "min_replicas": MinReplicas,
     "max_replicas": MaxReplicas,
     "torch_threads": TorchThreads,
+    "concurrent_batches": ConcurrentBatches,
     "max_queued": MaxQueued,
     "max_body_bytes": MaxBody,
 }
@@ -159,6 +164,7 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
             "references": models,
             "max_body_bytes": options.max_body_bytes,
             "torch_threads": options.torch_threads,
+            "concurrent_batches": options.concurrent_batches,
         },
         "serve arguments",
     )

@@ -350,7 +350,13 @@ class Api:
                 served = self._versions.get((name, number))
                 if served is None:
                     served = await asyncio.to_thread(
-                        load_version, self._registry, name, number, self._model_metrics, route.batch
+                        load_version,
+                        self._registry,
+                        name,
+                        number,
+                        self._model_metrics,
+                        route.batch,
+                        self._args.concurrent_batches,
                     )
                 served.configure(route.batch)
                 versions[name, number] = served

@@ -191,8 +191,14 @@ class AppArgs(StrictModel):
             per model name.
         max_body_bytes: largest request body accepted (HTTP 413 beyond).
         max_pixels: largest decoded image, in pixels (a decompression bomb is refused).
-        torch_threads: intra-op threads of each replica's forward passes (match the cores a
-            replica can use).
+        torch_threads: intra-op threads of each forward pass (match the cores a replica can
+            use).
+        concurrent_batches: forward passes one version runs at once (Serve's
+            ``max_concurrent_batches``). With two, one batch computes while the other's thread
+            is between torch ops (running Python, waiting for the GIL) or being handed its
+            images: on 2 cores resnet18 at 224x224 served 1.1-1.2x the requests per second of
+            one at a time, and a lone request still gets every thread (``benchmarks/RESULTS.md``,
+            Serving).
         retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
     """
 
@@ -201,6 +207,7 @@ class AppArgs(StrictModel):
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
     max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
     torch_threads: PositiveInt = 2
+    concurrent_batches: PositiveInt = 2
     retry_after_s: NonNegativeFloat = 1.0
 
     @model_validator(mode="after")

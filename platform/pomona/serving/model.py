@@ -2,9 +2,9 @@
 
 The ``api`` deployment holds one :class:`ServedVersion` per version its routing table serves, in
 the same process that parses HTTP and decodes images: a request costs no hop between actors.
-Each version batches on its own (a ``@serve.batch`` queue per instance), and its forward pass
-runs on a worker thread (torch releases the GIL), so the replica's event loop keeps reading and
-decoding the next requests while a batch computes.
+Each version batches on its own (a ``@serve.batch`` queue per instance), and its forward passes
+run on worker threads (torch releases the GIL), so the replica's event loop keeps reading and
+decoding the next requests while batches compute.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class ServedVersion:
         card: its model card (classes, preprocessing).
         metrics: the replica's model metrics.
         batch: initial batch settings.
+        concurrent_batches: forward passes run at once (fixed: Serve cannot change it live).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ServedVersion:
         card: ModelCard,
         metrics: ModelMetrics,
         batch: BatchSettings,
+        concurrent_batches: int,
     ) -> None:
         self.name = name
         self.version = version
@@ -60,7 +62,9 @@ class ServedVersion:
         # Decorated per instance: @serve.batch keeps one queue per decorated function, and each
         # version must batch only its own images.
         self._forward: Callable[[np.ndarray], Awaitable[np.ndarray]] = serve.batch(
-            max_batch_size=batch.max_batch_size, batch_wait_timeout_s=batch.batch_wait_timeout_s
+            max_batch_size=batch.max_batch_size,
+            batch_wait_timeout_s=batch.batch_wait_timeout_s,
+            max_concurrent_batches=concurrent_batches,
         )(self._forward_batch)
 
     def configure(self, batch: BatchSettings) -> None:
@@ -101,9 +105,15 @@ class ServedVersion:
 
 
 def load_version(
-    registry: Registry, name: str, version: int, metrics: ModelMetrics, batch: BatchSettings
+    registry: Registry,
+    name: str,
+    version: int,
+    metrics: ModelMetrics,
+    batch: BatchSettings,
+    concurrent_batches: int,
 ) -> ServedVersion:
-    """Load ``name:version`` from ``registry``, every file's sha256 checked first.
+    """Load ``name:version`` from ``registry``, every file's sha256 checked first, to batch
+    with ``batch`` and run ``concurrent_batches`` forward passes at once.
 
     Raises:
         ModelNotFoundError: the version does not exist.
@@ -112,4 +122,4 @@ def load_version(
     model_dir = registry.local_path(ModelRef(name, version=version))
     logger.info("loading %s:%d from %s", name, version, model_dir)
     model, card = load_for_inference(model_dir, "cpu")
-    return ServedVersion(name, version, model, card, metrics, batch)
+    return ServedVersion(name, version, model, card, metrics, batch, concurrent_batches)

@@ -6,6 +6,8 @@ No Ray: ``@serve.batch`` runs on the test's event loop, and the metrics are reco
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +20,7 @@ from support.fake_models import make_model_dir
 from pomona.inference import probabilities
 from pomona.models import load_model
 from pomona.registry import Registry
+from pomona.serving import model as model_module
 from pomona.serving.config import BatchSettings
 from pomona.serving.metrics import ModelMetrics
 from pomona.serving.model import ServedVersion, load_version
@@ -60,7 +63,7 @@ def _images(count: int) -> np.ndarray:
 
 def test_concurrent_requests_share_batches_of_the_configured_size(registry: Registry) -> None:
     metrics = _metrics()
-    served = load_version(registry, "cats", 1, metrics, BatchSettings(max_batch_size=4))
+    served = load_version(registry, "cats", 1, metrics, BatchSettings(max_batch_size=4), 1)
     images = _images(8)
 
     async def one_each() -> list[np.ndarray]:
@@ -84,7 +87,7 @@ def test_concurrent_requests_share_batches_of_the_configured_size(registry: Regi
 def test_each_version_batches_only_its_own_images(registry: Registry) -> None:
     metrics = _metrics()
     settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.1)
-    first, second = (load_version(registry, "cats", v, metrics, settings) for v in (1, 2))
+    first, second = (load_version(registry, "cats", v, metrics, settings, 1) for v in (1, 2))
     images = _images(6)
 
     async def interleaved() -> list[np.ndarray]:
@@ -101,7 +104,39 @@ def test_each_version_batches_only_its_own_images(registry: Registry) -> None:
     assert isinstance(first, ServedVersion)
 
 
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_forward_passes_overlap_up_to_the_configured_count(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, concurrent: int
+) -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_probabilities(*args: object) -> np.ndarray:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.1)
+        with lock:
+            running -= 1
+        return probabilities(*args)
+
+    monkeypatch.setattr(model_module, "probabilities", slow_probabilities)
+    settings = BatchSettings(max_batch_size=2, batch_wait_timeout_s=0.0)
+    served = load_version(registry, "cats", 1, _metrics(), settings, concurrent)
+    images = _images(6)
+
+    async def one_each() -> list[np.ndarray]:
+        return await asyncio.gather(*(served.predict(image[None]) for image in images))
+
+    rows = asyncio.run(one_each())
+    model, card = load_model(registry.local_path("cats:1"), "cpu")
+    want = probabilities(model, card.preprocessing, images)
+    np.testing.assert_allclose(np.concatenate(rows), want, atol=1e-6)
+    assert most == concurrent
+
+
 def test_explain_returns_a_png(registry: Registry) -> None:
-    served = load_version(registry, "cats", 1, _metrics(), BatchSettings())
+    served = load_version(registry, "cats", 1, _metrics(), BatchSettings(), 1)
     png = asyncio.run(served.explain(_images(1)[0]))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
