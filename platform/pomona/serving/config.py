@@ -197,8 +197,9 @@ class AppArgs(StrictModel):
             ``max_concurrent_batches``). With two, one batch computes while the other's thread
             is between torch ops (running Python, waiting for the GIL) or being handed its
             images: on 2 cores resnet18 at 224x224 served 1.1-1.2x the requests per second of
-            one at a time, and a lone request still gets every thread (``benchmarks/RESULTS.md``,
-            Serving).
+            one at a time. A lone request still gets every thread, but at half load two small
+            batches share the cores and resnet18's median rose by about a third; 1 gives the
+            lowest latency (``benchmarks/RESULTS.md``, Serving).
         retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
     """
 
