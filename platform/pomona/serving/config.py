@@ -198,7 +198,7 @@ class AppArgs(StrictModel):
             is between torch ops (running Python, waiting for the GIL) or being handed its
             images: on 2 cores resnet18 at 224x224 served 1.1-1.2x the requests per second of
             one at a time. A lone request still gets every thread, but at half load two small
-            batches share the cores and resnet18's median rose by about a third; 1 gives the
+            batches share the cores and resnet18's median rose by a third to a half; 1 gives the
             lowest latency (``benchmarks/RESULTS.md``, Serving).
         retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
     """
