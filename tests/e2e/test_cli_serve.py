@@ -41,14 +41,16 @@ def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: P
     out = tmp_path / "serve" / "pomona.yaml"
     result = pomona(
         "--registry", registry, "serve", "build", "digits", "--out", out, "--max-batch-size", "8",
-        "--max-replicas", "3",
+        "--max-replicas", "3", "--torch-threads", "1", "--concurrent-batches", "3",
     )  # fmt: skip
     assert result.code == 0, result.err
     assert result.out == f"wrote {out}\n"
     config = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
     (app,) = config.applications
     assert app.import_path == "pomona.serving.app:build_app"
-    assert AppArgs.model_validate(app.args).references == ["digits"]
+    args = AppArgs.model_validate(app.args)
+    assert args.references == ["digits"]
+    assert (args.torch_threads, args.concurrent_batches) == (1, 3)
     (api,) = app.deployments
     routing = Routing.model_validate(api.user_config)
     assert routing.models["digits"].targets == {"production": 1, "latest": 1}
