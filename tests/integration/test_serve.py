@@ -257,8 +257,12 @@ def _metric_samples(server: Server, name: str) -> list:
     ]
 
 
-def test_concurrent_requests_are_batched(server: Server) -> None:
-    control.apply_batch("digits", BatchSettings(max_batch_size=4, batch_wait_timeout_s=0.2))
+def test_concurrent_requests_are_batched(server: Server, pomona) -> None:
+    (replica,) = _replica_pids()
+    result = pomona("serve", "batch", "digits", "--max-batch-size", "2", "--batch-wait-s", "0.2")
+    assert result.code == 0, result.err
+    # 2 images x 2 batches at once fit the 4 requests a replica takes: nothing else changes.
+    assert result.out == "digits: batches of up to 2, 200 ms wait\n"
     try:
         with ThreadPoolExecutor(4) as pool:
             codes = [r.status_code for r in pool.map(lambda _: server.predict(), range(16))]
@@ -286,8 +290,20 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
             lambda: wanted <= {s.name for s in _metric_samples(server, "ray_pomona_")},
             f"all of {sorted(wanted)}",
         )
+        # Batches of 4 could not fill with 4 requests in the replica: it takes 8 from now on.
+        result = pomona("serve", "batch", "digits", "--max-batch-size", "4")
+        assert result.code == 0, result.err
+        assert result.out == (
+            "digits: batches of up to 4, 200 ms wait; each replica now works on up to 8 "
+            "requests at once (was 4)\n"
+        )
+        assert control.state().max_ongoing_requests == 8
+        assert "│ 4 / 200 ms" in pomona("serve", "status").out
+        assert _replica_pids() == [replica]  # reconfigured, not restarted
     finally:
-        control.apply_batch("digits", BatchSettings())
+        routing = control.state().routing
+        default = routing.route("digits").model_copy(update={"batch": BatchSettings()})
+        control.apply_routing(routing.with_route("digits", default), max_ongoing_requests=4)
 
 
 def test_canary_split_follows_the_weights(server: Server, pomona) -> None:

@@ -1,9 +1,9 @@
 """``pomona serve``: serve registry models over HTTP with Ray Serve, and manage what is served.
 
-``pomona serve MODEL...`` runs in the foreground until Ctrl-C; ``promote``, ``traffic`` and
-``status`` talk to the running application through the Serve controller (Ray's token guards
-them, the HTTP port has no management endpoint); ``build`` writes the same Serve config as a
-YAML file for ``serve deploy`` or a KubeRay RayService.
+``pomona serve MODEL...`` runs in the foreground until Ctrl-C; ``promote``, ``traffic``,
+``batch`` and ``status`` talk to the running application through the Serve controller (Ray's
+token guards them, the HTTP port has no management endpoint); ``build`` writes the same Serve
+config as a YAML file for ``serve deploy`` or a KubeRay RayService.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pomona.cli.session import session
 from pomona.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pomona.serving.config import BatchSettings
     from pomona.serving.control import AppState
 
 _START = "start"
@@ -66,10 +67,10 @@ ModelsArgument = Annotated[
 ]
 Host = Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 opens all interfaces.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")]
-MaxBatch = Annotated[int, typer.Option(min=1, help="Most images per forward pass.")]
-BatchWait = Annotated[
-    float, typer.Option(min=0.0, help="Longest wait for a batch to fill, in seconds.")
-]
+_MAX_BATCH = typer.Option(min=1, help="Most images per forward pass.")
+_BATCH_WAIT = typer.Option(min=0.0, help="Longest wait for a batch to fill, in seconds.")
+MaxBatch = Annotated[int, _MAX_BATCH]
+BatchWait = Annotated[float, _BATCH_WAIT]
 MinReplicas = Annotated[int, typer.Option(min=0, help="Fewest replicas (autoscaling).")]
 MaxReplicas = Annotated[
     int,
@@ -213,7 +214,7 @@ def start_command(
                 f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
                 f"Metrics: {urls.metrics}\n"
                 f"Manage:  RAY_AUTH_MODE=token pomona --address {_ray_address()} serve "
-                "status|promote|traffic\n"
+                "status|promote|traffic|batch\n"
                 "Ctrl-C stops serving.",
                 markup=False,
                 soft_wrap=True,
@@ -414,6 +415,41 @@ def traffic_command(
     console.print(f"{name}: split {_split(route.split)}", markup=False, soft_wrap=True)
 
 
+@serve_app.command("batch")
+def batch_command(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    max_batch_size: Annotated[int | None, _MAX_BATCH] = None,
+    batch_wait_s: Annotated[float | None, _BATCH_WAIT] = None,
+) -> None:
+    """Change how NAME's versions batch, on the running server, without a restart."""
+    from pomona.config import validate
+    from pomona.serving import control
+    from pomona.serving.config import BatchSettings
+
+    if max_batch_size is None and batch_wait_s is None:
+        raise ConfigError("nothing to change: give --max-batch-size and/or --batch-wait-s")
+    _join()
+    current = control.state()
+    changes = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s}
+    batch = validate(
+        BatchSettings,
+        {
+            **current.routing.route(name).batch.model_dump(),
+            **{key: value for key, value in changes.items() if value is not None},
+        },
+        "batch settings",
+    )
+    ongoing = control.apply_batch(name, batch, make_room=True)
+    message = f"{name}: batches of up to {batch.max_batch_size}, {_wait(batch)} wait"
+    if ongoing > current.max_ongoing_requests:
+        # Else the replicas would never hold enough requests to fill the batches.
+        message += (
+            f"; each replica now works on up to {ongoing} requests at once "
+            f"(was {current.max_ongoing_requests})"
+        )
+    console.print(message, markup=False, soft_wrap=True)
+
+
 @serve_app.command("status")
 def status_command() -> None:
     """Show the served models, versions, aliases, traffic split and replicas."""
@@ -428,14 +464,21 @@ def _split(split: dict[str, int]) -> str:
     return " ".join(f"{label}={weight * 100 / total:g}%" for label, weight in split.items())
 
 
+def _wait(batch: BatchSettings) -> str:
+    return f"{batch.batch_wait_timeout_s * 1000:g} ms"
+
+
 def _print_state(state: AppState) -> None:
-    table = Table("model", "version", "aliases", "traffic")
+    table = Table("model", "version", "aliases", "traffic", "batch / wait")
     for name, route in sorted(state.routing.models.items()):
         total = sum(route.split.values())
+        batching = f"{route.batch.max_batch_size} / {_wait(route.batch)}"
         for version in route.versions:
             labels = sorted(a for a, v in route.targets.items() if v == version)
             share = sum(route.split.get(a, 0) for a in labels) * 100 / total
-            table.add_row(escape(name), str(version), escape(", ".join(labels)), f"{share:g}%")
+            table.add_row(
+                escape(name), str(version), escape(", ".join(labels)), f"{share:g}%", batching
+            )
     console.print(table)
     replicas = ", ".join(
         f"{d.name} {d.replicas}/{d.target_replicas} {d.status.lower()}" for d in state.deployments

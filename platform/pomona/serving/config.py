@@ -182,6 +182,17 @@ class Routing(StrictModel):
         return route.choose(rng)
 
 
+#: Requests a replica works on at once unless its batches need more.
+MIN_ONGOING_REQUESTS = 32
+
+
+def requests_to_fill(routing: Routing, concurrent_batches: int) -> int:
+    """Requests a replica serving ``routing`` must work on at once for every model's
+    ``concurrent_batches`` batches to fill at its ``max_batch_size``: Serve's
+    ``max_ongoing_requests`` below this leaves each batch short (and Serve warns)."""
+    return concurrent_batches * max(route.batch.max_batch_size for route in routing.models.values())
+
+
 class AppArgs(StrictModel):
     """The application's ``args``: fixed while it runs.
 
@@ -237,7 +248,9 @@ class ServeOptions(StrictModel):
         min_replicas: autoscaling floor.
         max_replicas: autoscaling ceiling.
         target_ongoing_requests: autoscaling target per replica.
-        max_ongoing_requests: requests a replica works on at once.
+        max_ongoing_requests: requests a replica works on at once; by default
+            enough for the batches to fill (:func:`requests_to_fill`), at
+            least :data:`MIN_ONGOING_REQUESTS`.
         max_queued_requests: requests waiting (per proxy, or in a replica that serves HTTP
             itself) before HTTP 503.
         replica_cpus: CPUs reserved per replica (0 lets replicas share the cores with Serve's
@@ -250,7 +263,7 @@ class ServeOptions(StrictModel):
     min_replicas: NonNegativeInt = 1
     max_replicas: PositiveInt = 1
     target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
-    max_ongoing_requests: PositiveInt = 32
+    max_ongoing_requests: PositiveInt | None = None
     max_queued_requests: PositiveInt = 64
     replica_cpus: NonNegativeFloat = 0.0
 

@@ -30,6 +30,7 @@ from pomona.serving.config import (
     AppArgs,
     BatchSettings,
     Routing,
+    requests_to_fill,
 )
 from pomona.serving.plan import plan_routing
 
@@ -50,12 +51,16 @@ class DeploymentState:
 
 @dataclass(frozen=True)
 class AppState:
-    """The running pomona application: its arguments, routing and deployments."""
+    """The running pomona application: its arguments, routing and deployments.
+
+    ``max_ongoing_requests`` is the ``api`` replicas' limit of requests worked on at once.
+    """
 
     status: str
     message: str
     args: AppArgs
     routing: Routing
+    max_ongoing_requests: int
     deployments: list[DeploymentState]
 
 
@@ -152,6 +157,8 @@ def state() -> AppState:
     app = _details()["applications"][APP_NAME]
     config = app["deployed_app_config"]
     ingress = next(d for d in config["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
+    # As Serve applies it: its own default where the config gives none.
+    applied = app["deployments"][INGRESS_DEPLOYMENT]["deployment_config"]
     deployments = [
         DeploymentState(
             name=name,
@@ -166,17 +173,23 @@ def state() -> AppState:
         message=app.get("message", ""),
         args=AppArgs.model_validate(config["args"]),
         routing=Routing.model_validate(ingress["user_config"]),
+        max_ongoing_requests=int(applied["max_ongoing_requests"]),
         deployments=deployments,
     )
 
 
-def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
-    """Give the running replicas a new routing table (a ``reconfigure``; no restart)."""
+def apply_routing(
+    routing: Routing, timeout_s: float = 60.0, max_ongoing_requests: int | None = None
+) -> None:
+    """Give the running replicas a new routing table and, if given, a new limit of requests
+    each works on at once (both a ``reconfigure``; no restart)."""
     details = _details()
     config = details["applications"][APP_NAME]["deployed_app_config"]
     for entry in config["deployments"]:
         if entry["name"] == INGRESS_DEPLOYMENT:
             entry["user_config"] = routing.model_dump(mode="json")
+            if max_ongoing_requests is not None:
+                entry["max_ongoing_requests"] = max_ongoing_requests
     http = details.get("http_options") or {}
     deploy(
         {
@@ -188,15 +201,33 @@ def apply_routing(routing: Routing, timeout_s: float = 60.0) -> None:
     )
 
 
-def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
+def apply_batch(
+    name: str, settings: BatchSettings, timeout_s: float = 60.0, make_room: bool = False
+) -> int:
     """Change model ``name``'s batch settings and wait (a ``reconfigure``; no restart).
+
+    Args:
+        name: the served model.
+        settings: its new batch settings.
+        timeout_s: how long to wait for the replicas to take them.
+        make_room: raise the replicas' ``max_ongoing_requests`` where it is too low for the
+            batches to fill (:func:`~pomona.serving.config.requests_to_fill`); it is never
+            lowered.
+
+    Returns:
+        The replicas' ``max_ongoing_requests`` now.
 
     Raises:
         ModelNotFoundError: the model is not served.
     """
-    routing = state().routing
-    route = routing.route(name).model_copy(update={"batch": settings})
-    apply_routing(routing.with_route(name, route), timeout_s)
+    current = state()
+    route = current.routing.route(name).model_copy(update={"batch": settings})
+    routing = current.routing.with_route(name, route)
+    ongoing = current.max_ongoing_requests
+    if make_room:
+        ongoing = max(ongoing, requests_to_fill(routing, current.args.concurrent_batches))
+    apply_routing(routing, timeout_s, ongoing)
+    return ongoing
 
 
 def refresh_routing(timeout_s: float = 60.0) -> Routing:

@@ -14,12 +14,14 @@ from support.fake_models import make_model_dir
 from pomona.errors import ConfigError, ModelNotFoundError
 from pomona.registry import Registry
 from pomona.serving.config import (
+    MIN_ONGOING_REQUESTS,
     AppArgs,
     BatchSettings,
     ModelRoute,
     Routing,
     ServeOptions,
     parse_split,
+    requests_to_fill,
     serving_env,
 )
 from pomona.serving.plan import (
@@ -153,6 +155,25 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert api["autoscaling_config"]["max_replicas"] == 3
     assert not has_one_replica(config)
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
+
+
+def test_replicas_take_enough_requests_for_every_batch_to_fill(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats", "dogs:1"], concurrent_batches=3)
+    small = plan_routing(args, batch=BatchSettings(max_batch_size=8))
+    assert requests_to_fill(small, 3) == 24
+    dogs = small.route("dogs").model_copy(update={"batch": BatchSettings(max_batch_size=20)})
+    large = small.with_route("dogs", dogs)
+    # Three batches of 20 at once for dogs: 60 requests in the replica.
+    assert requests_to_fill(large, 3) == 60
+
+    def ongoing(routing: Routing, options: ServeOptions) -> int:
+        (app,) = serve_config(args, routing, options)["applications"]
+        return app["deployments"][0]["max_ongoing_requests"]
+
+    assert ongoing(small, ServeOptions()) == MIN_ONGOING_REQUESTS == 32
+    assert ongoing(large, ServeOptions()) == 60
+    # A limit given explicitly is kept, even one the batches cannot fill.
+    assert ongoing(large, ServeOptions(max_ongoing_requests=4)) == 4
 
 
 def test_serving_env_sets_only_settings_ray_reads() -> None:
