@@ -452,7 +452,7 @@ def batch_command(
 
 @serve_app.command("status")
 def status_command() -> None:
-    """Show the served models, versions, aliases, traffic split and replicas."""
+    """Show the served models, versions, aliases, traffic split, batching and replicas."""
     from pomona.serving import control
 
     _join()
