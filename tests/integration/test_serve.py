@@ -334,6 +334,22 @@ def test_promote_under_load_fails_no_request(server: Server, pomona) -> None:
     assert "api 1/1 healthy" in status.out
 
 
+def test_a_corrupted_version_is_not_promoted(server: Server, pomona) -> None:
+    weights = server.registry / "digits" / "versions" / "2" / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + b"!")
+    try:
+        result = pomona("serve", "promote", "digits", "2")
+    finally:
+        weights.write_bytes(original)
+    assert result.code == 2
+    assert result.err.startswith("error: digits:2 in "), result.err
+    assert result.err.rstrip().endswith("the file was modified or corrupted after registration")
+    # Refused before the alias moved: the registry and the server are as they were.
+    assert Registry(server.registry).aliases("digits")["production"] == 1
+    assert server.predict().json()["version"] == 1
+
+
 def _replica_pids() -> list[int]:
     import ray
     from ray.util.state import list_actors

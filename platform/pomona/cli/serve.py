@@ -153,15 +153,17 @@ def _with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, Any]:
-    """The Serve config for ``models``: shared by ``start``, ``build`` and the demo."""
+    """The Serve config for ``models``, every version it serves checked against its
+    registration: shared by ``start``, ``build`` and the demo."""
     from pomona.config import validate
     from pomona.serving.config import AppArgs, ServeOptions
-    from pomona.serving.plan import plan_routing, serve_config
+    from pomona.serving.plan import plan_routing, serve_config, verify_versions
 
+    registry = session.open_registry()
     args = validate(
         AppArgs,
         {
-            "registry": session.open_registry().uri,
+            "registry": registry.uri,
             "references": models,
             "max_body_bytes": options.max_body_bytes,
             "torch_threads": options.torch_threads,
@@ -184,7 +186,9 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
         },
         "serve options",
     )
-    return serve_config(args, plan_routing(args, batch=serve_options.batch), serve_options)
+    routing = plan_routing(args, batch=serve_options.batch)
+    verify_versions(routing, registry)
+    return serve_config(args, routing, serve_options)
 
 
 @serve_app.command(_START, hidden=True)
@@ -379,12 +383,15 @@ def promote_command(
     version: Annotated[int, typer.Argument(min=1, help="Version to promote.", show_default=False)],
 ) -> None:
     """Point NAME's production alias at VERSION and route the running server accordingly."""
-    from pomona.registry import Registry
+    from pomona.registry import ModelRef, Registry
     from pomona.serving import control
 
     _join()
     current = control.state()
-    previous = Registry(current.args.registry).set_alias(name, version, "production")
+    registry = Registry(current.args.registry)
+    # Before the alias moves: a version the replicas cannot load must not become production.
+    registry.verify(ModelRef(name, version=version))
+    previous = registry.set_alias(name, version, "production")
     routing = control.refresh_routing()
     console.print(
         f"{name}: production {previous or '-'} -> {version}; "

@@ -77,6 +77,23 @@ def plan_routing(
     return Routing(models=models)
 
 
+def verify_versions(routing: Routing, registry: Registry) -> None:
+    """Check every version ``routing`` serves against its registration.
+
+    Each replica checks again as it loads a version. This is for the command line: a modified
+    or corrupted file is then reported at once, not after Serve has tried three times to start
+    a replica that cannot load it (about 25 s).
+
+    Raises:
+        ModelNotFoundError: a version no longer exists.
+        CheckpointError: a file is missing or its sha256 differs from the one recorded at
+            registration.
+    """
+    for name, route in routing.models.items():
+        for version in route.versions:
+            registry.verify(ModelRef(name, version=version))
+
+
 def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict[str, Any]:
     """The Serve config (``ServeDeploySchema`` as a dict) that serves ``args``.
 
