@@ -431,25 +431,31 @@ def batch_command(
     """Change how NAME's versions batch, on the running server, without a restart."""
     from pomona.config import validate
     from pomona.serving import control
-    from pomona.serving.config import BatchSettings
+    from pomona.serving.config import BatchSettings, requests_to_fill
 
     if max_batch_size is None and batch_wait_s is None:
         raise ConfigError("nothing to change: give --max-batch-size and/or --batch-wait-s")
     _join()
     current = control.state()
+    route = current.routing.route(name)
     changes = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s}
     batch = validate(
         BatchSettings,
         {
-            **current.routing.route(name).batch.model_dump(),
+            **route.batch.model_dump(),
             **{key: value for key, value in changes.items() if value is not None},
         },
         "batch settings",
     )
-    ongoing = control.apply_batch(name, batch, make_room=True)
+    routing = current.routing.with_route(name, route.model_copy(update={"batch": batch}))
+    # Raised where the replicas would never hold enough requests to fill the batches; never
+    # lowered. Serve applies both without a restart.
+    ongoing = max(
+        current.max_ongoing_requests, requests_to_fill(routing, current.args.concurrent_batches)
+    )
+    control.apply_routing(routing, max_ongoing_requests=ongoing)
     message = f"{name}: batches of up to {batch.max_batch_size}, {_wait(batch)} wait"
     if ongoing > current.max_ongoing_requests:
-        # Else the replicas would never hold enough requests to fill the batches.
         message += (
             f"; each replica now works on up to {ongoing} requests at once "
             f"(was {current.max_ongoing_requests})"

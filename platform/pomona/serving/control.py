@@ -30,7 +30,6 @@ from pomona.serving.config import (
     AppArgs,
     BatchSettings,
     Routing,
-    requests_to_fill,
 )
 from pomona.serving.plan import plan_routing
 
@@ -201,33 +200,15 @@ def apply_routing(
     )
 
 
-def apply_batch(
-    name: str, settings: BatchSettings, timeout_s: float = 60.0, make_room: bool = False
-) -> int:
+def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
     """Change model ``name``'s batch settings and wait (a ``reconfigure``; no restart).
-
-    Args:
-        name: the served model.
-        settings: its new batch settings.
-        timeout_s: how long to wait for the replicas to take them.
-        make_room: raise the replicas' ``max_ongoing_requests`` where it is too low for the
-            batches to fill (:func:`~pomona.serving.config.requests_to_fill`); it is never
-            lowered.
-
-    Returns:
-        The replicas' ``max_ongoing_requests`` now.
 
     Raises:
         ModelNotFoundError: the model is not served.
     """
-    current = state()
-    route = current.routing.route(name).model_copy(update={"batch": settings})
-    routing = current.routing.with_route(name, route)
-    ongoing = current.max_ongoing_requests
-    if make_room:
-        ongoing = max(ongoing, requests_to_fill(routing, current.args.concurrent_batches))
-    apply_routing(routing, timeout_s, ongoing)
-    return ongoing
+    routing = state().routing
+    route = routing.route(name).model_copy(update={"batch": settings})
+    apply_routing(routing.with_route(name, route), timeout_s)
 
 
 def refresh_routing(timeout_s: float = 60.0) -> Routing:
