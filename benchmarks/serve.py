@@ -23,6 +23,13 @@ c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch
    decodes with the same :func:`pomona.inference.decode` and answers the same JSON; closed
    loop, then open loop at half its peak, the machine's own tail for comparison.
 
+b and c are measured in ``--rounds`` rounds (3), in turn, each round starting with the setup the
+last one ended with: this machine's speed drifts by a fifth from one minute to the next, and
+setups measured minutes apart compared the drift. The table gives each setup's median over the
+rounds and every round's req/s; each goal's ratio is printed round by round with its median.
+Serve is deployed afresh for each round and shut down after it, so that the plain server never
+shares the machine with an idle Serve app.
+
 The raw model is measured first, before any Ray starts (a starting Ray keeps both cores busy
 for seconds). Then ``pomona serve`` is started as a command (its own Ray included) and timed to
 its first HTTP 200 on the first model.
@@ -53,7 +60,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -81,6 +88,9 @@ class _Model(NamedTuple):
     spec: Preprocessing
     max_batch_size: int  # pomona's, as the README advises for the model on 2 cores
 
+
+#: One round's measurements: setup -> req/s, p50 ms, p99 ms, failed, client cpu.
+_Round = dict[str, dict[str, float]]
 
 MODELS = {
     "digits": _Model("simple_cnn", Preprocessing(height=32, width=32, channels=1), 16),
@@ -224,7 +234,7 @@ def _peak_and_half(
 _BATCHES = (1, 4, 8, 16)
 
 
-def _raw(model_dir: Path, body: bytes, seconds: float) -> dict[str, dict[str, float]]:
+def _raw(model_dir: Path, body: bytes, seconds: float) -> _Round:
     """The model called in-process at its best batch size: one pass at a time with 2 torch
     threads (the issue's ceiling), and two passes at once with 1 torch thread each (the 2 cores
     used as pomona's replica uses them, without oversubscribing them)."""
@@ -268,23 +278,26 @@ def _passes(model: torch.nn.Module, card: ModelCard, stack: np.ndarray, deadline
     return done
 
 
-def _fastapi(
-    model_dir: Path, body: bytes, clients: int, seconds: float
-) -> dict[str, dict[str, float]]:
+@contextlib.contextmanager
+def _fastapi(model_dir: Path) -> Iterator[str]:
+    """The plain FastAPI server on ``model_dir``, started and stopped; yields its predict URL."""
     (port,) = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-c", _FASTAPI_SERVER, str(model_dir), str(port)],
         # A plain server as its author would run it: none of pomona's serving environment.
         env={**_PLAIN_ENV, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    url = f"http://127.0.0.1:{port}/predict"
     try:
         _wait_port(port)
-        peak, half = _peak_and_half(url, body, clients, seconds)
-        return {"fastapi (uvicorn)": peak, "fastapi, half load": half}
+        yield f"http://127.0.0.1:{port}/predict"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _fastapi_round(url: str, body: bytes, clients: int, seconds: float) -> _Round:
+    peak, half = _peak_and_half(url, body, clients, seconds)
+    return {"fastapi (uvicorn)": peak, "fastapi, half load": half}
 
 
 def _wait_port(port: int, timeout_s: float = 120.0) -> None:
@@ -296,24 +309,21 @@ def _wait_port(port: int, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def _pomona(
-    registry: Path,
-    name: str,
-    body: bytes,
-    clients: int,
-    seconds: float,
-    direct: int,
-    max_batch_size: int,
-) -> dict[str, dict[str, float]]:
+def _pomona_round(
+    registry: str, name: str, body: bytes, clients: int, seconds: float, direct: int
+) -> _Round:
+    """Deploy ``name`` as ``pomona serve`` does, measure it batched and unbatched, shut Serve
+    down: an idle Serve app costs this machine about 0.07 of a core (its controller, proxy and
+    replica), which the plain server's rounds must not pay."""
     from pomona.serving import control
     from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.plan import plan_routing, serve_config
 
     # As `pomona serve` runs it: the replica answers on `direct`, the proxy on a spare port.
-    args = AppArgs(registry=str(registry), references=[name])
+    args = AppArgs(registry=registry, references=[name])
     (spare,) = free_ports(1, besides={direct})
     options = ServeOptions(port=spare, max_queued_requests=256)
-    batch = BatchSettings(max_batch_size=max_batch_size)
+    batch = BatchSettings(max_batch_size=MODELS[name].max_batch_size)
     control.deploy(serve_config(args, plan_routing(args, batch=batch), options))
     url = f"http://127.0.0.1:{direct}/v1/models/{name}/predict"
     try:
@@ -322,7 +332,6 @@ def _pomona(
         control.apply_batch(name, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0.0))
         results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
     finally:
-        # Serve keeps its first HTTP port for its lifetime: the next model needs a fresh start.
         control.shutdown()
     return results
 
@@ -362,10 +371,30 @@ def _first_answer(registry: str, name: str, body: bytes, timeout_s: float = 120.
         server.wait(timeout=120)
 
 
+def _rounds(
+    registry: str, name: str, body: bytes, options: argparse.Namespace, direct: int, plain: str
+) -> list[_Round]:
+    """``options.rounds`` rounds of pomona and the plain server (at ``plain``), each round
+    starting with the one the last round ended with, so that both meet the same spells of this
+    machine's load: its speed drifted by 20% from one minute to the next."""
+    setups = [
+        lambda: _pomona_round(registry, name, body, options.clients, options.seconds, direct),
+        lambda: _fastapi_round(plain, body, options.clients, options.seconds),
+    ]
+    rounds = []
+    for index in range(options.rounds):
+        row: _Round = {}
+        for setup in setups if index % 2 == 0 else reversed(setups):
+            row.update(setup())
+        rounds.append(row)
+    return rounds
+
+
 def main() -> None:
     """Run every setup for every model and print one table per model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     options = parser.parse_args()
@@ -380,7 +409,6 @@ def main() -> None:
 
     from pomona.cluster.runtime import ensure_ray
     from pomona.registry import Registry
-    from pomona.serving import control
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "registry")
@@ -399,7 +427,7 @@ def main() -> None:
         # (its daemons, and workers that preload the serving code), which the raw model,
         # measured right after, was charged for.
         bodies = {name: _png(MODELS[name].spec) for name in options.models}
-        rows = {
+        raw = {
             name: _raw(Path(tmp) / name, bodies[name], options.seconds) for name in options.models
         }
         first = options.models[0]
@@ -410,50 +438,65 @@ def main() -> None:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             for name in options.models:
-                body = bodies[name]
-                model_dir = Path(tmp) / name
-                rows[name].update(
-                    _pomona(
-                        registry.uri,
-                        name,
-                        body,
-                        options.clients,
-                        options.seconds,
-                        direct,
-                        MODELS[name].max_batch_size,
-                    )
-                )
-                rows[name].update(_fastapi(model_dir, body, options.clients, options.seconds))
-                _print(name, rows[name], options)
+                with _fastapi(Path(tmp) / name) as plain:
+                    rounds = _rounds(registry.uri, name, bodies[name], options, direct, plain)
+                _print(name, raw[name], rounds, options)
         finally:
-            control.shutdown()
             ray.shutdown()
 
 
-def _print(name: str, rows: dict[str, dict[str, float]], options: argparse.Namespace) -> None:
+def _print(name: str, raw: _Round, rounds: list[_Round], options: argparse.Namespace) -> None:
+    """One table per model (medians over the rounds, each round's req/s beside), then each
+    goal's ratio round by round and its median."""
     load = os.getloadavg()[0]
-    print(f"\n{name} ({options.clients} clients, {options.seconds:g} s, load {load:.1f})")
-    print("| setup | req/s | p50 ms | p99 ms | failed | client cpu |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for setup, row in rows.items():
+    print(
+        f"\n{name} ({options.clients} clients, {len(rounds)} rounds of {options.seconds:g} s, "
+        f"load {load:.1f})"
+    )
+    print("| setup | req/s | each round | p50 ms | p99 ms | failed | client cpu |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for setup, row in raw.items():
+        print(f"| {setup} | {row['req/s']:.1f} | - | - | - | - | batch {row['best batch']} |")
+    for setup in rounds[0]:
+        each = [one[setup] for one in rounds]
         cells = [
-            f"{row['req/s']:.1f}",
-            *(f"{row[key]:.1f}" if key in row else "-" for key in ("p50 ms", "p99 ms")),
-            str(row.get("failed", "-")),
-            f"{row['client cpu']:.0%}" if "client cpu" in row else f"batch {row['best batch']}",
+            f"{_median(each, 'req/s'):.1f}",
+            " / ".join(f"{row['req/s']:.0f}" for row in each),
+            f"{_median(each, 'p50 ms'):.1f}",
+            f"{_median(each, 'p99 ms'):.1f}",
+            str(sum(row["failed"] for row in each)),
+            f"{max(row['client cpu'] for row in each):.0%}",
         ]
         print(f"| {setup} | {' | '.join(cells)} |")
-    served = rows["pomona batched"]["req/s"]
-    half = rows["pomona batched, half load"]
-    plain = rows["fastapi, half load"]
+
+    def each_round(label: str, value: Callable[[_Round], float]) -> str:
+        values = [value(row) for row in rounds]
+        each = ", ".join(f"{one:.2f}" for one in values)
+        return f"{label} {statistics.median(values):.2f} ({each})"
+
+    def ratio(numerator: str, denominator: str) -> Callable[[_Round], float]:
+        return lambda row: row[numerator]["req/s"] / row[denominator]["req/s"]
+
+    def tail(setup: str) -> Callable[[_Round], float]:
+        return lambda row: row[setup]["p99 ms"] / row[setup]["p50 ms"]
+
+    served = _median([row["pomona batched"] for row in rounds], "req/s")
     print(
-        f"pomona/raw {served / rows['raw (in-process)']['req/s']:.2f} "
-        f"({served / rows['raw, 2 passes at once']['req/s']:.2f} of 2 passes at once), "
-        f"batched/unbatched {served / rows['pomona unbatched']['req/s']:.2f}, "
-        f"pomona/fastapi {served / rows['fastapi (uvicorn)']['req/s']:.2f}, "
-        f"p99/p50 at half load {half['p99 ms'] / half['p50 ms']:.1f} "
-        f"(fastapi {plain['p99 ms'] / plain['p50 ms']:.1f})"
+        f"pomona/raw {served / raw['raw (in-process)']['req/s']:.2f} "
+        f"({served / raw['raw, 2 passes at once']['req/s']:.2f} of 2 passes at once), "
+        "medians over the rounds, then each round:"
     )
+    print(each_round("batched/unbatched", ratio("pomona batched", "pomona unbatched")))
+    print(each_round("pomona/fastapi", ratio("pomona batched", "fastapi (uvicorn)")))
+    print(
+        each_round("p99/p50 at half load", tail("pomona batched, half load"))
+        + "; "
+        + each_round("fastapi", tail("fastapi, half load"))
+    )
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
 
 
 if __name__ == "__main__":
