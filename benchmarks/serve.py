@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/serve.py [--seconds 10] [--clients 16]
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--rounds 3] [--clients 16]
 
 For each model (the digits ``simple_cnn`` at 32x32x1, overhead-bound, and ``resnet18`` at
 224x224x3, forward-bound; random weights, nothing downloaded), side by side in one run with the
@@ -23,16 +23,14 @@ c. fastapi: a hand-written FastAPI + torch server (uvicorn, one process, 2 torch
    decodes with the same :func:`pomona.inference.decode` and answers the same JSON; closed
    loop, then open loop at half its peak, the machine's own tail for comparison.
 
-b and c are measured in ``--rounds`` rounds (3), in turn, each round starting with the setup the
-last one ended with: this machine's speed drifts by a fifth from one minute to the next, and
-setups measured minutes apart compared the drift. The table gives each setup's median over the
-rounds and every round's req/s; each goal's ratio is printed round by round with its median.
-Serve is deployed afresh for each round and shut down after it, so that the plain server never
-shares the machine with an idle Serve app.
-
-The raw model is measured first, before any Ray starts (a starting Ray keeps both cores busy
-for seconds). Then ``pomona serve`` is started as a command (its own Ray included) and timed to
-its first HTTP 200 on the first model.
+First ``pomona serve`` is started as a command (its own Ray included) and timed to its first
+HTTP 200 on the first model. Then a, b and c are measured in ``--rounds`` rounds (3), each round
+in the reverse order of the one before: this machine's speed drifts by a fifth from one minute
+to the next, and setups measured minutes apart compared the drift. The table gives each setup's
+median over the rounds and every round's req/s; each goal's ratio is printed round by round with
+its median. Serve is deployed afresh for each round and shut down after it, so that the raw
+model and the plain server never share the machine with an idle Serve app (0.07 of a core).
+Both do share it with an idle Ray (another 0.07), as pomona does.
 
 The load generator is one asyncio process (aiohttp) with ``--clients`` connections on
 127.0.0.1, its garbage collector off while it measures; its own CPU use is reported so that a
@@ -372,14 +370,21 @@ def _first_answer(registry: str, name: str, body: bytes, timeout_s: float = 120.
 
 
 def _rounds(
-    registry: str, name: str, body: bytes, options: argparse.Namespace, direct: int, plain: str
+    registry: str,
+    name: str,
+    body: bytes,
+    options: argparse.Namespace,
+    direct: int,
+    plain: str,
+    model_dir: Path,
 ) -> list[_Round]:
-    """``options.rounds`` rounds of pomona and the plain server (at ``plain``), each round
-    starting with the one the last round ended with, so that both meet the same spells of this
-    machine's load: its speed drifted by 20% from one minute to the next."""
+    """``options.rounds`` rounds of pomona, the plain server (at ``plain``) and the raw model,
+    each round in the reverse order of the one before, so that all three meet the same spells
+    of this machine's load: its speed drifted by a fifth from one minute to the next."""
     setups = [
         lambda: _pomona_round(registry, name, body, options.clients, options.seconds, direct),
         lambda: _fastapi_round(plain, body, options.clients, options.seconds),
+        lambda: _raw(model_dir, body, options.seconds),
     ]
     rounds = []
     for index in range(options.rounds):
@@ -423,13 +428,7 @@ def main() -> None:
                 preprocessing=model.spec,
             )
             registry.register(model_dir, name)
-        # Raw first, before any Ray starts: starting one keeps both cores busy for seconds
-        # (its daemons, and workers that preload the serving code), which the raw model,
-        # measured right after, was charged for.
         bodies = {name: _png(MODELS[name].spec) for name in options.models}
-        raw = {
-            name: _raw(Path(tmp) / name, bodies[name], options.seconds) for name in options.models
-        }
         first = options.models[0]
         seconds = _first_answer(registry.uri, first, bodies[first])
         print(f"pomona serve {first}: first HTTP 200 after {seconds:.1f} s (Ray start included)")
@@ -438,14 +437,17 @@ def main() -> None:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         try:
             for name in options.models:
-                with _fastapi(Path(tmp) / name) as plain:
-                    rounds = _rounds(registry.uri, name, bodies[name], options, direct, plain)
-                _print(name, raw[name], rounds, options)
+                model_dir = Path(tmp) / name
+                with _fastapi(model_dir) as plain:
+                    rounds = _rounds(
+                        registry.uri, name, bodies[name], options, direct, plain, model_dir
+                    )
+                _print(name, rounds, options)
         finally:
             ray.shutdown()
 
 
-def _print(name: str, raw: _Round, rounds: list[_Round], options: argparse.Namespace) -> None:
+def _print(name: str, rounds: list[_Round], options: argparse.Namespace) -> None:
     """One table per model (medians over the rounds, each round's req/s beside), then each
     goal's ratio round by round and its median."""
     load = os.getloadavg()[0]
@@ -455,19 +457,20 @@ def _print(name: str, raw: _Round, rounds: list[_Round], options: argparse.Names
     )
     print("| setup | req/s | each round | p50 ms | p99 ms | failed | client cpu |")
     print("|---|---:|---|---:|---:|---:|---:|")
-    for setup, row in raw.items():
-        print(f"| {setup} | {row['req/s']:.1f} | - | - | - | - | batch {row['best batch']} |")
     for setup in rounds[0]:
         each = [one[setup] for one in rounds]
-        cells = [
-            f"{_median(each, 'req/s'):.1f}",
-            " / ".join(f"{row['req/s']:.0f}" for row in each),
-            f"{_median(each, 'p50 ms'):.1f}",
-            f"{_median(each, 'p99 ms'):.1f}",
-            str(sum(row["failed"] for row in each)),
-            f"{max(row['client cpu'] for row in each):.0%}",
-        ]
-        print(f"| {setup} | {' | '.join(cells)} |")
+        if "best batch" in each[0]:
+            batches = "/".join(f"{row['best batch']:.0f}" for row in each)
+            measured = ["-", "-", "-", f"batch {batches}"]
+        else:
+            measured = [
+                f"{_median(each, 'p50 ms'):.1f}",
+                f"{_median(each, 'p99 ms'):.1f}",
+                str(sum(row["failed"] for row in each)),
+                f"{max(row['client cpu'] for row in each):.0%}",
+            ]
+        req_s = [f"{_median(each, 'req/s'):.1f}", " / ".join(f"{r['req/s']:.0f}" for r in each)]
+        print(f"| {setup} | {' | '.join(req_s + measured)} |")
 
     def each_round(label: str, value: Callable[[_Round], float]) -> str:
         values = [value(row) for row in rounds]
@@ -480,11 +483,11 @@ def _print(name: str, raw: _Round, rounds: list[_Round], options: argparse.Names
     def tail(setup: str) -> Callable[[_Round], float]:
         return lambda row: row[setup]["p99 ms"] / row[setup]["p50 ms"]
 
-    served = _median([row["pomona batched"] for row in rounds], "req/s")
+    print("Medians over the rounds, then each round:")
     print(
-        f"pomona/raw {served / raw['raw (in-process)']['req/s']:.2f} "
-        f"({served / raw['raw, 2 passes at once']['req/s']:.2f} of 2 passes at once), "
-        "medians over the rounds, then each round:"
+        each_round("pomona/raw", ratio("pomona batched", "raw (in-process)"))
+        + "; "
+        + each_round("of 2 passes at once", ratio("pomona batched", "raw, 2 passes at once"))
     )
     print(each_round("batched/unbatched", ratio("pomona batched", "pomona unbatched")))
     print(each_round("pomona/fastapi", ratio("pomona batched", "fastapi (uvicorn)")))
