@@ -60,7 +60,7 @@ def preprocess(
             if image.format == "JPEG":
                 image.draft(image.mode, _cover_size(image.size, spec))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
     except ImageRejected:
         raise
     except UnidentifiedImageError:
@@ -101,7 +101,8 @@ def _to_channels(image: Image.Image, channels: int) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("L" if channels == 1 else "RGB")
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
 
 
 def _resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
