@@ -182,7 +182,12 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
     whole process group (what systemd and ``timeout`` send), which stops Ray's own processes at
     the same moment."""
     port = 18000 + os.getpid() % 1000 + 2 * to_group
-    server = _background_server(registry, port, "--max-queued", "1", own_group=to_group)
+    # One image at a time, so that the burst below outruns the replica on any machine: batched,
+    # the tiny model once answered as fast as the test's threads could send, and none was refused.
+    one_at_a_time = ("--max-batch-size", "1", "--concurrent-batches", "1")
+    server = _background_server(
+        registry, port, "--max-queued", "1", *one_at_a_time, own_group=to_group
+    )
     try:
         lines = []
         deadline = time.monotonic() + 180
