@@ -312,7 +312,7 @@ def _pomona_round(
 ) -> _Round:
     """Deploy ``name`` as ``pomona serve`` does, measure it batched and unbatched, shut Serve
     down: an idle Serve app costs this machine about 0.07 of a core (its controller, proxy and
-    replica), which the plain server's rounds must not pay."""
+    replica), which the plain server and the raw model must not pay."""
     from pomona.serving import control
     from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.plan import plan_routing, serve_config
