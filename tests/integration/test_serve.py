@@ -302,8 +302,7 @@ def test_concurrent_requests_are_batched(server: Server, pomona) -> None:
         assert _replica_pids() == [replica]  # reconfigured, not restarted
     finally:
         routing = control.state().routing
-        default = routing.route("digits").model_copy(update={"batch": BatchSettings()})
-        control.apply_routing(routing.with_route("digits", default), max_ongoing_requests=4)
+        control.apply_routing(routing.with_batch("digits", BatchSettings()), max_ongoing_requests=4)
 
 
 def test_canary_split_follows_the_weights(server: Server, pomona) -> None:

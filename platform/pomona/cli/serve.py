@@ -437,17 +437,16 @@ def batch_command(
         raise ConfigError("nothing to change: give --max-batch-size and/or --batch-wait-s")
     _join()
     current = control.state()
-    route = current.routing.route(name)
     changes = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s}
     batch = validate(
         BatchSettings,
         {
-            **route.batch.model_dump(),
+            **current.routing.route(name).batch.model_dump(),
             **{key: value for key, value in changes.items() if value is not None},
         },
         "batch settings",
     )
-    routing = current.routing.with_route(name, route.model_copy(update={"batch": batch}))
+    routing = current.routing.with_batch(name, batch)
     # Raised where the replicas would never hold enough requests to fill the batches; never
     # lowered. Serve applies both without a restart.
     ongoing = max(

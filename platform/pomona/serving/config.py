@@ -158,6 +158,14 @@ class Routing(StrictModel):
         """A copy in which model ``name`` has ``route``."""
         return self.model_copy(update={"models": {**self.models, name: route}})
 
+    def with_batch(self, name: str, batch: BatchSettings) -> Routing:
+        """A copy in which model ``name``'s versions batch with ``batch``.
+
+        Raises:
+            ModelNotFoundError: the model is not served.
+        """
+        return self.with_route(name, self.route(name).model_copy(update={"batch": batch}))
+
     def resolve(self, name: str, version: int | None, alias: str | None, rng: random.Random) -> int:
         """The version that answers a request for ``name`` (optionally pinned).
 

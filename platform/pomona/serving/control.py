@@ -206,9 +206,7 @@ def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> 
     Raises:
         ModelNotFoundError: the model is not served.
     """
-    routing = state().routing
-    route = routing.route(name).model_copy(update={"batch": settings})
-    apply_routing(routing.with_route(name, route), timeout_s)
+    apply_routing(state().routing.with_batch(name, settings), timeout_s)
 
 
 def refresh_routing(timeout_s: float = 60.0) -> Routing:

@@ -161,8 +161,7 @@ def test_replicas_take_enough_requests_for_every_batch_to_fill(registry: Registr
     args = AppArgs(registry=registry.uri, references=["cats", "dogs:1"], concurrent_batches=3)
     small = plan_routing(args, batch=BatchSettings(max_batch_size=8))
     assert requests_to_fill(small, 3) == 24
-    dogs = small.route("dogs").model_copy(update={"batch": BatchSettings(max_batch_size=20)})
-    large = small.with_route("dogs", dogs)
+    large = small.with_batch("dogs", BatchSettings(max_batch_size=20))
     # Three batches of 20 at once for dogs: 60 requests in the replica.
     assert requests_to_fill(large, 3) == 60
 
