@@ -2,7 +2,9 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/serve.py [--seconds 10] [--rounds 3] [--clients 16]
+    apt-get install wrk   # once: the load generator
+    PYTHONPATH=platform .venv/bin/python benchmarks/serve.py \\
+        [--seconds 10] [--rounds 3] [--clients 16] [--models digits resnet]
 
 For each model (the digits ``simple_cnn`` at 32x32x1, overhead-bound, and ``resnet18`` at
 224x224x3, forward-bound; random weights, nothing downloaded), side by side in one run with the
@@ -32,13 +34,17 @@ its median. Serve is deployed afresh for each round and shut down after it, so t
 model and the plain server never share the machine with an idle Serve app (0.07 of a core).
 Both do share it with an idle Ray (another 0.07), as pomona does.
 
-The load generator is one asyncio process (aiohttp) with ``--clients`` connections on
-127.0.0.1, its garbage collector off while it measures; its own CPU use is reported so that a
-starved server is visible. Each closed-loop setup gets ``--seconds`` of unmeasured warm-up load
-first (a freshly deployed replica ran resnet18 12-15% slower in its first seconds: 72.7 req/s,
-then 82-85), then ``--seconds`` of measured load; req/s, p50 and p99 are printed as a table. Ray
-(2 CPUs, 127.0.0.1) is started here and shut down at the end; everything is written to a
-temporary directory that is removed.
+The closed-loop load comes from ``wrk`` (one thread, ``--clients`` connections on 127.0.0.1):
+about 0.04 of a core at 1,500 req/s, where an asyncio client (aiohttp) took 0.23, a ninth of
+this machine, from the servers it measured. Install it first (Debian and Ubuntu:
+``apt-get install wrk``; macOS: ``brew install wrk``); tests never need it. The open-loop half
+load, which wrk cannot pace, comes from aiohttp in this process, its garbage collector off
+while it measures. Each load generator's CPU use is reported so that a starved server is
+visible. Each closed-loop setup gets ``--seconds`` of unmeasured warm-up load first (a freshly
+deployed replica ran resnet18 12-15% slower in its first seconds: 72.7 req/s, then 82-85), then
+``--seconds`` of measured load; req/s, p50 and p99 are printed as a table. Ray (2 CPUs,
+127.0.0.1) is started here and shut down at the end; everything is written to a temporary
+directory that is removed.
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ import contextlib
 import functools
 import gc
 import io
+import json
 import logging
 import os
+import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -94,6 +103,27 @@ MODELS = {
     "digits": _Model("simple_cnn", Preprocessing(height=32, width=32, channels=1), 16),
     "resnet": _Model("resnet18", Preprocessing(height=224, width=224, channels=3), 8),
 }
+
+#: wrk's script: POST the file $BODY as a PNG; at the end print one JSON line of results
+#: (latencies in microseconds, errors by kind; "status" counts answers other than 2xx/3xx).
+_WRK_SCRIPT = textwrap.dedent(
+    """
+    local file = assert(io.open(os.getenv("BODY"), "rb"))
+    wrk.method = "POST"
+    wrk.body = file:read("*a")
+    file:close()
+    wrk.headers["Content-Type"] = "image/png"
+
+    function done(summary, latency, requests)
+      local e = summary.errors
+      io.write(string.format(
+        '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "connect": %d, '
+          .. '"read": %d, "write": %d, "status": %d, "timeout": %d}\\n',
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        e.connect, e.read, e.write, e.status, e.timeout))
+    end
+    """
+)
 
 _FASTAPI_SERVER = textwrap.dedent(
     """
@@ -148,37 +178,30 @@ def _stats(latencies: list[float], failures: int, cpu: float, wall: float) -> di
     }
 
 
-async def _load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, float]:
-    """Closed loop: ``clients`` connections, each sending its next request on an answer."""
-    import aiohttp
-
-    latencies: list[float] = []
-    failures = 0
-    headers = {"Content-Type": "image/png"}
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client(deadline: float, record: bool) -> None:
-            nonlocal failures
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-                if record:
-                    if ok:
-                        latencies.append(time.perf_counter() - start)
-                    else:
-                        failures += 1
-
-        warm = time.perf_counter() + seconds
-        await asyncio.gather(*(client(warm, False) for _ in range(clients)))
-        with _no_gc():
-            cpu, wall = time.process_time(), time.perf_counter()
-            deadline = wall + seconds
-            await asyncio.gather(*(client(deadline, True) for _ in range(clients)))
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return _stats(latencies, failures, cpu, wall)
+def _load(url: str, body: bytes, clients: int, seconds: int) -> dict[str, float]:
+    """Closed loop with wrk: ``clients`` connections, each sending its next request on an
+    answer; ``seconds`` of warm-up, then ``seconds`` measured."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, body_file = Path(tmp) / "post.lua", Path(tmp) / "body"
+        script.write_text(_WRK_SCRIPT)
+        body_file.write_bytes(body)
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "-s", str(script), url]
+        env = {**os.environ, "BODY": str(body_file)}
+        subprocess.run(command, env=env, check=True, capture_output=True)  # warm-up
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    wall = result["duration_us"] / 1e6
+    failed = sum(result[kind] for kind in ("connect", "read", "write", "status", "timeout"))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "req/s": (result["requests"] - result["status"]) / wall,
+        "p50 ms": result["p50_us"] / 1000,
+        "p99 ms": result["p99_us"] / 1000,
+        "failed": failed,
+        "client cpu": cpu / wall,
+    }
 
 
 async def _paced(
@@ -221,10 +244,10 @@ async def _paced(
 
 
 def _peak_and_half(
-    url: str, body: bytes, clients: int, seconds: float
+    url: str, body: bytes, clients: int, seconds: int
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Closed-loop peak, then open loop at half of it (where the p99/p50 goal is measured)."""
-    peak = asyncio.run(_load(url, body, clients, seconds))
+    peak = _load(url, body, clients, seconds)
     return peak, asyncio.run(_paced(url, body, peak["req/s"] / 2, clients, seconds))
 
 
@@ -293,7 +316,7 @@ def _fastapi(model_dir: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def _fastapi_round(url: str, body: bytes, clients: int, seconds: float) -> _Round:
+def _fastapi_round(url: str, body: bytes, clients: int, seconds: int) -> _Round:
     peak, half = _peak_and_half(url, body, clients, seconds)
     return {"fastapi (uvicorn)": peak, "fastapi, half load": half}
 
@@ -308,7 +331,7 @@ def _wait_port(port: int, timeout_s: float = 120.0) -> None:
 
 
 def _pomona_round(
-    registry: str, name: str, body: bytes, clients: int, seconds: float, direct: int
+    registry: str, name: str, body: bytes, clients: int, seconds: int, direct: int
 ) -> _Round:
     """Deploy ``name`` as ``pomona serve`` does, measure it batched and unbatched, shut Serve
     down: an idle Serve app costs this machine about 0.07 of a core (its controller, proxy and
@@ -328,7 +351,7 @@ def _pomona_round(
         peak, half = _peak_and_half(url, body, clients, seconds)
         results = {"pomona batched": peak, "pomona batched, half load": half}
         control.apply_batch(name, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0.0))
-        results["pomona unbatched"] = asyncio.run(_load(url, body, clients, seconds))
+        results["pomona unbatched"] = _load(url, body, clients, seconds)
     finally:
         control.shutdown()
     return results
@@ -398,11 +421,16 @@ def _rounds(
 def main() -> None:
     """Run every setup for every model and print one table per model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        parser.error(
+            "the load generator, wrk, is not on PATH: install it first (Debian and Ubuntu: "
+            "apt-get install wrk; macOS: brew install wrk)"
+        )
 
     from pomona.serving.config import serving_env
 
