@@ -431,7 +431,7 @@ def batch_command(
     """Change how NAME's versions batch, on the running server, without a restart."""
     from pomona.config import validate
     from pomona.serving import control
-    from pomona.serving.config import BatchSettings, requests_to_fill
+    from pomona.serving.config import BatchSettings, ongoing_after_change
 
     if max_batch_size is None and batch_wait_s is None:
         raise ConfigError("nothing to change: give --max-batch-size and/or --batch-wait-s")
@@ -447,14 +447,13 @@ def batch_command(
         "batch settings",
     )
     routing = current.routing.with_batch(name, batch)
-    # Raised where the replicas would never hold enough requests to fill the batches; never
-    # lowered. Serve applies both without a restart.
-    ongoing = max(
-        current.max_ongoing_requests, requests_to_fill(routing, current.args.concurrent_batches)
+    # Serve applies both without a restart.
+    ongoing = ongoing_after_change(
+        current.max_ongoing_requests, current.routing, routing, current.args.concurrent_batches
     )
     control.apply_routing(routing, max_ongoing_requests=ongoing)
     message = f"{name}: batches of up to {batch.max_batch_size}, {_wait(batch)} wait"
-    if ongoing > current.max_ongoing_requests:
+    if ongoing != current.max_ongoing_requests:
         message += (
             f"; each replica now works on up to {ongoing} requests at once "
             f"(was {current.max_ongoing_requests})"

@@ -201,6 +201,25 @@ def requests_to_fill(routing: Routing, concurrent_batches: int) -> int:
     return concurrent_batches * max(route.batch.max_batch_size for route in routing.models.values())
 
 
+def ongoing_requests(routing: Routing, concurrent_batches: int) -> int:
+    """A replica's ``max_ongoing_requests`` unless one is given: :data:`MIN_ONGOING_REQUESTS`,
+    or :func:`requests_to_fill` when that is more."""
+    return max(MIN_ONGOING_REQUESTS, requests_to_fill(routing, concurrent_batches))
+
+
+def ongoing_after_change(current: int, old: Routing, new: Routing, concurrent_batches: int) -> int:
+    """The replicas' ``max_ongoing_requests`` once their routing goes from ``old`` to ``new``
+    (new batch settings).
+
+    A limit at :func:`ongoing_requests` of ``old`` follows the batches, down as well as up. Any
+    other was set by hand and is kept, raised only where the new batches could never fill under
+    it (:func:`requests_to_fill`).
+    """
+    if current == ongoing_requests(old, concurrent_batches):
+        return ongoing_requests(new, concurrent_batches)
+    return max(current, requests_to_fill(new, concurrent_batches))
+
+
 class AppArgs(StrictModel):
     """The application's ``args``: fixed while it runs.
 
@@ -257,8 +276,7 @@ class ServeOptions(StrictModel):
         max_replicas: autoscaling ceiling.
         target_ongoing_requests: autoscaling target per replica.
         max_ongoing_requests: requests a replica works on at once; by default
-            enough for the batches to fill (:func:`requests_to_fill`), at
-            least :data:`MIN_ONGOING_REQUESTS`.
+            :func:`ongoing_requests`, enough for the batches to fill.
         max_queued_requests: requests waiting (per proxy, or in a replica that serves HTTP
             itself) before HTTP 503.
         replica_cpus: CPUs reserved per replica (0 lets replicas share the cores with Serve's

@@ -15,14 +15,13 @@ from pomona.serving.config import (
     APP_NAME,
     INGRESS_DEPLOYMENT,
     LATEST,
-    MIN_ONGOING_REQUESTS,
     PINNED,
     AppArgs,
     BatchSettings,
     ModelRoute,
     Routing,
     ServeOptions,
-    requests_to_fill,
+    ongoing_requests,
 )
 
 #: The application builder Serve imports (``import_path`` of the config).
@@ -116,7 +115,7 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
             "target_ongoing_requests": options.target_ongoing_requests,
         },
         "max_ongoing_requests": options.max_ongoing_requests
-        or max(MIN_ONGOING_REQUESTS, requests_to_fill(routing, args.concurrent_batches)),
+        or ongoing_requests(routing, args.concurrent_batches),
         "max_queued_requests": options.max_queued_requests,
         "backpressure_config": {"status_code": 503, "retry_after_s": args.retry_after_s},
         "user_config": routing.model_dump(mode="json"),

@@ -20,6 +20,8 @@ from pomona.serving.config import (
     ModelRoute,
     Routing,
     ServeOptions,
+    ongoing_after_change,
+    ongoing_requests,
     parse_split,
     requests_to_fill,
     serving_env,
@@ -173,6 +175,27 @@ def test_replicas_take_enough_requests_for_every_batch_to_fill(registry: Registr
     assert ongoing(large, ServeOptions()) == 60
     # A limit given explicitly is kept, even one the batches cannot fill.
     assert ongoing(large, ServeOptions(max_ongoing_requests=4)) == 4
+
+
+def test_the_replicas_limit_follows_the_batches_unless_set_by_hand(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats", "dogs:1"])  # 2 batches at once
+    small = plan_routing(args)  # batches of 16: 32 requests
+    large = small.with_batch("dogs", BatchSettings(max_batch_size=40))  # 80 requests
+    tiny = small.with_batch("dogs", BatchSettings(max_batch_size=4))
+    tiny = tiny.with_batch("cats", BatchSettings(max_batch_size=4))
+    assert ongoing_requests(small, 2) == 32
+    assert ongoing_requests(large, 2) == 80
+    # At the default, it goes up with a larger batch and back down with a smaller one, never
+    # under the floor.
+    assert ongoing_after_change(32, small, large, 2) == 80
+    assert ongoing_after_change(80, large, small, 2) == 32
+    assert ongoing_after_change(32, small, tiny, 2) == MIN_ONGOING_REQUESTS
+    # Set by hand: kept when the batches can fill under it, whatever they need...
+    assert ongoing_after_change(100, large, small, 2) == 100
+    assert ongoing_after_change(40, large, tiny, 2) == 40
+    # ...and raised where they could not.
+    assert ongoing_after_change(4, small, large, 2) == 80
+    assert ongoing_after_change(40, small, large, 2) == 80
 
 
 def test_serving_env_sets_only_settings_ray_reads() -> None:
