@@ -203,6 +203,9 @@ def apply_routing(
 def apply_batch(name: str, settings: BatchSettings, timeout_s: float = 60.0) -> None:
     """Change model ``name``'s batch settings and wait (a ``reconfigure``; no restart).
 
+    The replicas' ``max_ongoing_requests`` stays as it is (``pomona serve batch`` moves it with
+    the batches: :func:`pomona.serving.config.ongoing_after_change`).
+
     Raises:
         ModelNotFoundError: the model is not served.
     """
