@@ -88,6 +88,9 @@ ConcurrentBatches = Annotated[
 ]
 MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP 503.")]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
+UseGpu = Annotated[
+    bool, typer.Option(help="One GPU per replica: the models run on CUDA.", show_default=False)
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class PlanOptions:
     concurrent_batches: int = 2
     max_queued: int = 64
     max_body_bytes: int = 10 * 1024 * 1024
+    use_gpu: bool = False
 
 
 _OPTION_TYPES = {
@@ -117,6 +121,7 @@ _OPTION_TYPES = {
     "concurrent_batches": ConcurrentBatches,
     "max_queued": MaxQueued,
     "max_body_bytes": MaxBody,
+    "use_gpu": UseGpu,
 }
 
 
@@ -183,6 +188,7 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
             "min_replicas": options.min_replicas,
             "max_replicas": options.max_replicas,
             "max_queued_requests": options.max_queued,
+            "use_gpu": options.use_gpu,
         },
         "serve options",
     )
@@ -258,7 +264,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
 
     from pomona.cluster.runtime import cluster_address, ensure_ray, free_ports
     from pomona.serving.config import serving_env
-    from pomona.serving.plan import has_one_replica
+    from pomona.serving.plan import gpus_to_start, has_one_replica
 
     # Ray started here goes when serving stops; a Ray this process already had (the demo's) or
     # a shared cluster stays, and on a shared cluster only our application is removed.
@@ -285,25 +291,49 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
         # Serve's logger does not propagate to "ray": quiet it like the rest of Ray.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        control.deploy(config)
-        host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
-        yield Endpoints(
-            api=f"http://{host}:{http['port']}",
-            metrics=f"http://127.0.0.1:{_metrics_port()}/metrics",
-        )
-    finally:
-        # Replicas drain while the application is deleted. A Ray started here then takes Serve's
-        # controller and proxy down with it: serve.shutdown() would make Ray print a failed
-        # task line for the controller it kills, on an otherwise clean stop.
-        if not control.delete():
-            logger.warning(
-                "Ray's processes stopped before serving did (a TERM to the whole process group "
-                "reaches them too): requests in flight were not drained"
+        if local:
+            # On a cluster an autoscaler may add GPU nodes; here Serve would wait for ever.
+            _check_gpus(gpus_to_start(config), ray.cluster_resources().get("GPU", 0.0))
+        try:
+            control.deploy(config)
+            host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
+            yield Endpoints(
+                api=f"http://{host}:{http['port']}",
+                metrics=f"http://127.0.0.1:{_metrics_port()}/metrics",
             )
-        elif local and not started:
-            control.shutdown()
+        finally:
+            # Replicas drain while the application is deleted. A Ray started here then takes
+            # Serve's controller and proxy down with it: serve.shutdown() would make Ray print a
+            # failed task line for the controller it kills, on an otherwise clean stop.
+            if not control.delete():
+                logger.warning(
+                    "Ray's processes stopped before serving did (a TERM to the whole process "
+                    "group reaches them too): requests in flight were not drained"
+                )
+            elif local and not started:
+                control.shutdown()
+    finally:
         if started:
             ray.shutdown()
+
+
+def _check_gpus(needed: float, available: float) -> None:
+    """Refuse to deploy replicas that need more GPUs than this machine's Ray has.
+
+    Raises:
+        ConfigError: naming both counts and what to do.
+    """
+    if needed <= available:
+        return
+    if not available:
+        raise ConfigError(
+            "--use-gpu was given but this machine's Ray has no GPU: serve without --use-gpu, "
+            "or on a machine with an NVIDIA GPU"
+        )
+    raise ConfigError(
+        f"--use-gpu: the replicas need {needed:g} GPUs to start and this machine's Ray has "
+        f"{available:g}: lower --min-replicas"
+    )
 
 
 def _check_free(host: str, port: int, option: str) -> None:

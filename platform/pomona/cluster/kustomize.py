@@ -1,9 +1,9 @@
 """The kustomize layout of pomona's KubeRay manifests: ``base/`` plus ``cpu`` and ``gpu`` overlays.
 
 ``base/`` runs the CPU image. ``overlays/gpu`` swaps the image tag (kustomize ``images``) and,
-with JSON 6902 patches, gives each worker pod GPUs and passes ``--use-gpu`` to the training
-jobs. ``settings.yaml`` records the settings the layout was rendered from, so it can be
-re-rendered (and checked for staleness) exactly.
+with JSON 6902 patches, gives each worker pod GPUs, passes ``--use-gpu`` to the training jobs
+and gives each Serve replica a GPU. ``settings.yaml`` records the settings the layout was
+rendered from, so it can be re-rendered (and checked for staleness) exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import yaml
 from pomona.cluster import k8s
 from pomona.cluster.k8s import K8sSettings
 from pomona.config import load_config
+from pomona.serving.plan import on_gpus
 from pomona.storage import atomic_directory
 
 SETTINGS_FILE = "settings.yaml"
@@ -35,8 +36,8 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def to_yaml(document: dict[str, Any]) -> str:
-    """One manifest as YAML, keys in the order they were built."""
+def to_yaml(document: dict[str, Any] | list[Any]) -> str:
+    """One manifest (or patch) as YAML, keys in the order they were built."""
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
 
 
@@ -76,9 +77,13 @@ def gpu_patches(settings: K8sSettings, resources: dict[str, dict[str, Any]]) -> 
             ops.append(
                 {"op": "replace", "path": "/spec/entrypoint", "value": f"{entrypoint} --use-gpu"}
             )
+        if kind == "RayService":
+            config = on_gpus(yaml.safe_load(manifest["spec"]["serveConfigV2"]))
+            serve_config = yaml.safe_dump(config, sort_keys=False)
+            ops.append({"op": "replace", "path": "/spec/serveConfigV2", "value": serve_config})
         target = {"group": "ray.io", "version": "v1", "kind": kind}
         target["name"] = manifest["metadata"]["name"]
-        patches.append({"target": target, "patch": yaml.safe_dump(ops, sort_keys=False)})
+        patches.append({"target": target, "patch": to_yaml(ops)})
     return patches
 
 

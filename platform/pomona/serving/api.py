@@ -45,7 +45,7 @@ from pomona.models.card import ModelCard
 from pomona.registry import Registry, parse_ref
 from pomona.serving.config import AppArgs, Routing
 from pomona.serving.metrics import ingress_metrics, model_metrics
-from pomona.serving.model import ServedVersion, load_version
+from pomona.serving.model import ServedVersion, load_version, replica_device
 from pomona.serving.oip import (
     InferRequest,
     UnprocessableInput,
@@ -311,6 +311,7 @@ class Api:
         self._versions: dict[tuple[str, int], ServedVersion] = {}
         self._rng = random.Random()
         self._model_metrics = model_metrics()
+        self._device = replica_device()
         # More intra-op threads than the cores a replica can use only adds hand-offs.
         torch.set_num_threads(self._args.torch_threads)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
@@ -357,6 +358,7 @@ class Api:
                         self._model_metrics,
                         route.batch,
                         self._args.concurrent_batches,
+                        self._device,
                     )
                 served.configure(route.batch)
                 versions[name, number] = served

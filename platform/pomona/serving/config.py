@@ -281,6 +281,7 @@ class ServeOptions(StrictModel):
             itself) before HTTP 503.
         replica_cpus: CPUs reserved per replica (0 lets replicas share the cores with Serve's
             own actors on a small machine).
+        use_gpu: each replica reserves a GPU and runs its models on CUDA.
     """
 
     host: str = "127.0.0.1"
@@ -292,6 +293,7 @@ class ServeOptions(StrictModel):
     max_ongoing_requests: PositiveInt | None = None
     max_queued_requests: PositiveInt = 64
     replica_cpus: NonNegativeFloat = 0.0
+    use_gpu: bool = False
 
     @model_validator(mode="after")
     def _replicas(self) -> ServeOptions:

@@ -15,9 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
+import ray
+import torch
 from ray import serve
 from torch import nn
 
+from pomona.errors import ConfigError
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import png_bytes
 from pomona.inference import load_for_inference, probabilities
@@ -104,6 +107,25 @@ class ServedVersion:
         return list(probs)
 
 
+def replica_device() -> str:
+    """Where this replica runs its models: ``cuda`` when Ray gave it a GPU (``num_gpus`` in its
+    ``ray_actor_options``; Ray makes that GPU the only one CUDA sees), else ``cpu``.
+
+    Raises:
+        ConfigError: Ray gave it a GPU that torch cannot use (a CPU-only build of torch).
+    """
+    gpus = ray.get_gpu_ids()
+    if not gpus:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"this replica was given GPU {', '.join(map(str, gpus))} but torch "
+            f"{torch.__version__} cannot use CUDA: install a CUDA build of torch on the "
+            "serving nodes, or serve without GPUs"
+        )
+    return "cuda"
+
+
 def load_version(
     registry: Registry,
     name: str,
@@ -111,15 +133,16 @@ def load_version(
     metrics: ModelMetrics,
     batch: BatchSettings,
     concurrent_batches: int,
+    device: str = "cpu",
 ) -> ServedVersion:
-    """Load ``name:version`` from ``registry``, every file's sha256 checked first, to batch
-    with ``batch`` and run ``concurrent_batches`` forward passes at once.
+    """Load ``name:version`` from ``registry`` onto ``device``, every file's sha256 checked
+    first, to batch with ``batch`` and run ``concurrent_batches`` forward passes at once.
 
     Raises:
         ModelNotFoundError: the version does not exist.
         CheckpointError: a file is missing or corrupted.
     """
     model_dir = registry.local_path(ModelRef(name, version=version))
-    logger.info("loading %s:%d from %s", name, version, model_dir)
-    model, card = load_for_inference(model_dir, "cpu")
+    logger.info("loading %s:%d from %s onto %s", name, version, model_dir, device)
+    model, card = load_for_inference(model_dir, device)
     return ServedVersion(name, version, model, card, metrics, batch, concurrent_batches)

@@ -7,6 +7,7 @@ No Ray here: the config is plain data.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pomona.registry import ModelRef, Registry, parse_ref
@@ -27,6 +28,9 @@ from pomona.serving.config import (
 #: The application builder Serve imports (``import_path`` of the config).
 IMPORT_PATH = f"{APP_MODULE}:build_app"
 PRODUCTION = "production"
+#: GPUs a replica reserves with ``use_gpu``. A Serve config may give it a fraction instead
+#: (``num_gpus: 0.5``: two replicas share a GPU); the replica runs on CUDA either way.
+GPUS_PER_REPLICA = 1
 
 
 def plan_route(reference: str | ModelRef, registry: Registry) -> ModelRoute:
@@ -121,6 +125,8 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
         "user_config": routing.model_dump(mode="json"),
         "ray_actor_options": {"num_cpus": options.replica_cpus},
     }
+    if options.use_gpu:
+        api["ray_actor_options"]["num_gpus"] = GPUS_PER_REPLICA
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": options.host, "port": options.port},
@@ -139,13 +145,39 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
     }
 
 
+def _ingress(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``api`` deployment of ``config`` (from :func:`serve_config`)."""
+    (app,) = config["applications"]
+    (api,) = (d for d in app["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
+    return api
+
+
 def has_one_replica(config: dict[str, Any]) -> bool:
     """Whether ``config`` (from :func:`serve_config`) runs exactly one ``api`` replica.
 
     Only then can that replica serve HTTP itself on the configured port (Serve's direct
     ingress); more replicas need Serve's proxy to spread requests between them.
     """
-    (app,) = config["applications"]
-    (api,) = (d for d in app["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
-    scaling = api["autoscaling_config"]
+    scaling = _ingress(config)["autoscaling_config"]
     return bool(scaling["min_replicas"] == scaling["max_replicas"] == 1)
+
+
+def replica_gpus(config: dict[str, Any]) -> float:
+    """GPUs each ``api`` replica of ``config`` reserves (0: it runs on CPUs)."""
+    return float(_ingress(config).get("ray_actor_options", {}).get("num_gpus", 0))
+
+
+def gpus_to_start(config: dict[str, Any]) -> float:
+    """GPUs the ``api`` replicas of ``config`` (from :func:`serve_config`) reserve as it starts."""
+    return replica_gpus(config) * _ingress(config)["autoscaling_config"]["initial_replicas"]
+
+
+def on_gpus(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose ``api`` replicas each reserve :data:`GPUS_PER_REPLICA`, unless
+    it already gives them GPUs (then it is returned as it is)."""
+    if replica_gpus(config):
+        return config
+    config = copy.deepcopy(config)
+    options = _ingress(config).setdefault("ray_actor_options", {})
+    options["num_gpus"] = GPUS_PER_REPLICA
+    return config

@@ -128,7 +128,9 @@ def test_schema_check_rejects_a_misspelled_field(
     assert "'tokens' is not one of" in messages
 
 
-def test_gpu_overlay_gives_workers_gpus_and_training_use_gpu(gpu: list[dict[str, Any]]) -> None:
+def test_gpu_overlay_gives_workers_gpus_training_use_gpu_and_replicas_a_gpu(
+    gpu: list[dict[str, Any]], base: dict[str, dict[str, Any]]
+) -> None:
     for manifest in gpu:
         spec = manifest["spec"]
         cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
@@ -136,6 +138,14 @@ def test_gpu_overlay_gives_workers_gpus_and_training_use_gpu(gpu: list[dict[str,
         assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
         if manifest["kind"] == "RayJob":
             assert shlex.split(spec["entrypoint"])[-1] == "--use-gpu"
+    (service,) = (m for m in gpu if m["kind"] == "RayService")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(config)
+    (api,) = config["applications"][0]["deployments"]
+    assert api["ray_actor_options"] == {"num_cpus": 0.0, "num_gpus": 1}
+    # Only that: the rest of the Serve config is the base's.
+    api["ray_actor_options"].pop("num_gpus")
+    assert config == yaml.safe_load(base["rayservice.yaml"]["spec"]["serveConfigV2"])
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -17,6 +17,7 @@ import pytest
 from ray import serve
 from support.fake_models import make_model_dir
 
+from pomona.errors import ConfigError
 from pomona.inference import probabilities
 from pomona.models import load_model
 from pomona.registry import Registry
@@ -140,3 +141,17 @@ def test_explain_returns_a_png(registry: Registry) -> None:
     served = load_version(registry, "cats", 1, _metrics(), BatchSettings(), 1)
     png = asyncio.run(served.explain(_images(1)[0]))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_replica_runs_on_cuda_only_when_given_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    def given(gpus: list[int], cuda: bool) -> None:
+        monkeypatch.setattr(model_module.ray, "get_gpu_ids", lambda: gpus)
+        monkeypatch.setattr(model_module.torch.cuda, "is_available", lambda: cuda)
+
+    given([], cuda=True)
+    assert model_module.replica_device() == "cpu"
+    given([0], cuda=True)
+    assert model_module.replica_device() == "cuda"
+    given([3], cuda=False)
+    with pytest.raises(ConfigError, match=r"given GPU 3 but torch .* cannot use CUDA"):
+        model_module.replica_device()

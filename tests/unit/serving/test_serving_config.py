@@ -28,7 +28,9 @@ from pomona.serving.config import (
 )
 from pomona.serving.plan import (
     IMPORT_PATH,
+    gpus_to_start,
     has_one_replica,
+    on_gpus,
     plan_route,
     plan_routing,
     serve_config,
@@ -157,6 +159,28 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert api["autoscaling_config"]["max_replicas"] == 3
     assert not has_one_replica(config)
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
+
+
+def test_use_gpu_gives_each_replica_a_gpu(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats"])
+    routing = plan_routing(args)
+
+    def actor_options(config: dict) -> dict:
+        return config["applications"][0]["deployments"][0]["ray_actor_options"]
+
+    on_cpus = serve_config(args, routing, ServeOptions())
+    assert actor_options(on_cpus) == {"num_cpus": 0.0}
+    assert gpus_to_start(on_cpus) == 0
+    three = serve_config(args, routing, ServeOptions(use_gpu=True, min_replicas=3, max_replicas=4))
+    assert actor_options(three) == {"num_cpus": 0.0, "num_gpus": 1}
+    assert gpus_to_start(three) == 3
+    # The GPU overlay's rewrite: a config on CPUs gets a GPU per replica, one that already asks
+    # for GPUs (a fraction, by hand) is left as it is.
+    assert on_gpus(on_cpus) == serve_config(args, routing, ServeOptions(use_gpu=True))
+    assert actor_options(on_cpus) == {"num_cpus": 0.0}
+    actor_options(three)["num_gpus"] = 0.5
+    assert on_gpus(three) == three
+    assert gpus_to_start(three) == 1.5
 
 
 def test_replicas_take_enough_requests_for_every_batch_to_fill(registry: Registry) -> None:
