@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+import torch
 import yaml
 from ray.serve.schema import ServeDeploySchema
-from support.local_cluster import pomona_cli
+from support.local_cluster import local_cluster, pomona_cli
 
 from pomona.cluster.runtime import free_ports
 from pomona.registry import Registry
@@ -169,15 +170,17 @@ def _assert_overload_is_refused_then_served(url: str, image: bytes) -> None:
 
 
 def _background_server(
-    registry: Path, port: int, *options: str, own_group: bool = False
+    registry: Path, port: int, *options: str, own_group: bool = False, address: str = ""
 ) -> subprocess.Popen[str]:
     """``pomona serve digits`` on ``port`` (metrics on the next), started as a script's background
-    job starts it: with SIGINT ignored, which must stop it all the same."""
+    job starts it: with SIGINT ignored, which must stop it all the same. With ``address``, on
+    that Ray cluster instead of a local Ray of its own."""
     return subprocess.Popen(
         [
             sys.executable,
             "-c",
             "from pomona.cli import main; main()",
+            *(("--address", address) if address else ()),
             "--registry",
             str(registry),
             "serve",
@@ -195,6 +198,56 @@ def _background_server(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         start_new_session=own_group,
     )
+
+
+def _first_answer(server: subprocess.Popen[str], port: int, image: bytes) -> int | None:
+    """The status of the first predict answer from ``server`` on ``port`` (polled until one is
+    200, for up to 180 s), or None if the server exits first."""
+    status = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and server.poll() is None and status != 200:
+        with contextlib.suppress(requests.ConnectionError):
+            status = requests.post(
+                f"http://127.0.0.1:{port}/v1/models/digits/predict",
+                data=image,
+                headers={"Content-Type": "image/png"},
+                timeout=60,
+            ).status_code
+        time.sleep(0.05)
+    return status
+
+
+@pytest.mark.ray
+def test_a_replica_given_a_gpu_answers_on_cuda_or_says_why_not(
+    registry: Path, digits_folder: Path
+) -> None:
+    """On a cluster whose head declares a GPU (Ray does not check), Ray hands the replica GPU 0
+    as on a GPU node. Where torch can use a GPU the replica answers on CUDA; elsewhere it cannot
+    start, and ``pomona serve`` says why in one line."""
+    port = 18000 + os.getpid() % 1000 + 60
+    image = next(digits_folder.rglob("*.png")).read_bytes()
+    with local_cluster(head_cpus=2, head_gpus=1) as running:
+        server = _background_server(registry, port, "--use-gpu", address=running.cluster.address)
+        try:
+            if torch.cuda.is_available():
+                assert _first_answer(server, port, image) == 200
+                server.send_signal(signal.SIGTERM)
+            # (Without CUDA, no request: Serve's proxy would hold it while the replica fails.)
+            output, errors = server.communicate(timeout=180)
+        finally:
+            if server.poll() is None:
+                server.kill()
+    if torch.cuda.is_available():
+        assert server.returncode == 0, errors
+        assert output.strip().endswith("stopped"), output
+    else:
+        assert server.returncode == 2, errors
+        assert errors.startswith("error: the pomona Serve application is DEPLOY_FAILED: "), errors
+        assert errors.rstrip().endswith(
+            "api: ConfigError: this replica was given GPU 0 but torch "
+            f"{torch.__version__} finds no usable CUDA device: check the node's NVIDIA driver "
+            "(nvidia-smi), or serve without GPUs"
+        ), errors
 
 
 @pytest.mark.ray
@@ -270,18 +323,7 @@ def test_ctrl_c_as_soon_as_the_server_answers_stops_it_cleanly(
     server = _background_server(registry, port)
     image = next(digits_folder.rglob("*.png")).read_bytes()
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and server.poll() is None:
-            with contextlib.suppress(requests.ConnectionError):
-                answer = requests.post(
-                    f"http://127.0.0.1:{port}/v1/models/digits/predict",
-                    data=image,
-                    headers={"Content-Type": "image/png"},
-                    timeout=60,
-                )
-                if answer.status_code == 200:
-                    break
-            time.sleep(0.05)
+        _first_answer(server, port, image)
         ours = psutil.Process(server.pid).children(recursive=True)
         assert ours, "the server started no Ray process"
         server.send_signal(signal.SIGINT)

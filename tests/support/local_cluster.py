@@ -27,8 +27,13 @@ class LocalCluster:
 
 
 @contextmanager
-def local_cluster(head_cpus: int, node_cpus: tuple[int, ...] = ()) -> Iterator[LocalCluster]:
+def local_cluster(
+    head_cpus: int, node_cpus: tuple[int, ...] = (), head_gpus: int = 0
+) -> Iterator[LocalCluster]:
     """Start a head node and one more node per entry of ``node_cpus``; shut them all down after.
+
+    ``head_gpus`` only tells Ray's scheduler the head has that many GPUs (it never checks): Ray
+    then hands a task that asks for one a GPU id, as it would on a GPU node.
 
     Job entrypoints run ``python``: this interpreter's directory goes first on the cluster's
     PATH. Token authentication is switched on for the cluster (and this process's clients)
@@ -49,6 +54,7 @@ def local_cluster(head_cpus: int, node_cpus: tuple[int, ...] = ()) -> Iterator[L
         initialize_head=True,
         head_node_args={
             "num_cpus": head_cpus,
+            "num_gpus": head_gpus,
             "gcs_server_port": gcs_port,
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",

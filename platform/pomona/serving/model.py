@@ -112,16 +112,22 @@ def replica_device() -> str:
     ``ray_actor_options``; Ray makes that GPU the only one CUDA sees), else ``cpu``.
 
     Raises:
-        ConfigError: Ray gave it a GPU that torch cannot use (a CPU-only build of torch).
+        ConfigError: Ray gave it a GPU that torch cannot use (a CPU-only build of torch, or a
+            node whose NVIDIA driver does not work).
     """
     gpus = ray.get_gpu_ids()
     if not gpus:
         return "cpu"
     if not torch.cuda.is_available():
+        given = f"this replica was given GPU {', '.join(map(str, gpus))}"
+        if torch.version.cuda is None:
+            raise ConfigError(
+                f"{given} but torch {torch.__version__} is a CPU-only build: install a CUDA "
+                "build of torch on the serving nodes, or serve without GPUs"
+            )
         raise ConfigError(
-            f"this replica was given GPU {', '.join(map(str, gpus))} but torch "
-            f"{torch.__version__} cannot use CUDA: install a CUDA build of torch on the "
-            "serving nodes, or serve without GPUs"
+            f"{given} but torch {torch.__version__} finds no usable CUDA device: check the "
+            "node's NVIDIA driver (nvidia-smi), or serve without GPUs"
         )
     return "cuda"
 

@@ -153,5 +153,9 @@ def test_a_replica_runs_on_cuda_only_when_given_a_gpu(monkeypatch: pytest.Monkey
     given([0], cuda=True)
     assert model_module.replica_device() == "cuda"
     given([3], cuda=False)
-    with pytest.raises(ConfigError, match=r"given GPU 3 but torch .* cannot use CUDA"):
+    monkeypatch.setattr(model_module.torch.version, "cuda", None)
+    with pytest.raises(ConfigError, match=r"given GPU 3 but torch .* is a CPU-only build"):
+        model_module.replica_device()
+    monkeypatch.setattr(model_module.torch.version, "cuda", "13.0")
+    with pytest.raises(ConfigError, match=r"given GPU 3 but torch .* finds no usable CUDA device"):
         model_module.replica_device()
