@@ -60,9 +60,7 @@ def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: P
     assert api.autoscaling_config["max_replicas"] == 3
 
 
-def test_use_gpu_gives_replicas_a_gpu_and_is_refused_where_ray_has_none(
-    pomona, registry: Path, tmp_path: Path
-) -> None:
+def test_use_gpu_gives_each_replica_a_gpu(pomona, registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "gpu.yaml"
     result = pomona("--registry", registry, "serve", "build", "digits", "--use-gpu", "--out", out)
     assert result.code == 0, result.err
@@ -70,18 +68,6 @@ def test_use_gpu_gives_replicas_a_gpu_and_is_refused_where_ray_has_none(
     ServeDeploySchema.model_validate(config)
     (api,) = config["applications"][0]["deployments"]
     assert api["ray_actor_options"] == {"num_cpus": 0.0, "num_gpus": 1}
-    api, metrics = free_ports(2)
-    # A fresh process, its own local Ray: this machine has no GPU (the test needs none), and
-    # Serve would wait for one for ever.
-    started = pomona_cli(
-        "--registry", registry, "serve", "digits", "--use-gpu", "--port", api,
-        "--metrics-port", metrics, env={"CUDA_VISIBLE_DEVICES": ""}, timeout_s=120,
-    )  # fmt: skip
-    assert started.returncode == 2, started.stderr
-    assert started.stderr == (
-        "error: --use-gpu was given but this machine's Ray has no GPU: serve without --use-gpu, "
-        "or on a machine with an NVIDIA GPU\n"
-    )
 
 
 def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -> None:

@@ -262,7 +262,12 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     """
     import ray
 
-    from pomona.cluster.runtime import cluster_address, ensure_ray, free_ports
+    from pomona.cluster.runtime import (
+        check_local_gpus,
+        cluster_address,
+        ensure_ray,
+        free_ports,
+    )
     from pomona.serving.config import serving_env
     from pomona.serving.plan import gpus_to_start, has_one_replica
 
@@ -291,9 +296,7 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
         # Serve's logger does not propagate to "ray": quiet it like the rest of Ray.
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        if local:
-            # On a cluster an autoscaler may add GPU nodes; here Serve would wait for ever.
-            _check_gpus(gpus_to_start(config), ray.cluster_resources().get("GPU", 0.0))
+        check_local_gpus(gpus_to_start(config), session.address, "--min-replicas")
         try:
             control.deploy(config)
             host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::") else http["host"]
@@ -315,25 +318,6 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
     finally:
         if started:
             ray.shutdown()
-
-
-def _check_gpus(needed: float, available: float) -> None:
-    """Refuse to deploy replicas that need more GPUs than this machine's Ray has.
-
-    Raises:
-        ConfigError: naming both counts and what to do.
-    """
-    if needed <= available:
-        return
-    if not available:
-        raise ConfigError(
-            "--use-gpu was given but this machine's Ray has no GPU: serve without --use-gpu, "
-            "or on a machine with an NVIDIA GPU"
-        )
-    raise ConfigError(
-        f"--use-gpu: the replicas need {needed:g} GPUs to start and this machine's Ray has "
-        f"{available:g}: lower --min-replicas"
-    )
 
 
 def _check_free(host: str, port: int, option: str) -> None:

@@ -112,12 +112,15 @@ def sweep_command(
 
 def _run_and_show(config: SweepConfig, *, resume: bool) -> list[TrialResult]:
     """Run the sweep with a live trial table on stderr, then print the results table."""
+    from pomona.cluster.runtime import check_local_gpus
     from pomona.tune.progress import read_progress
     from pomona.tune.results import best_trial
     from pomona.tune.sweep import run_sweep
 
     sweep_dir = Path(config.out)
     session.connect()
+    trial_gpus = config.train.num_workers if config.train.use_gpu else 0  # a trial at a time
+    check_local_gpus(trial_gpus, session.address, "--workers", option="train.use_gpu")
     if not session.verbose:
         # The table and results show failed trials with their error; Tune would also log
         # each one's traceback.

@@ -87,6 +87,7 @@ def train_command(
 
 def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]]:
     """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
+    from pomona.cluster.runtime import check_local_gpus
     from pomona.train.preflight import prepare_run
     from pomona.train.run_dir import read_metrics
     from pomona.train.trainer import run
@@ -94,6 +95,7 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
     # Everything a user can fix is checked before Ray starts.
     prepared = prepare_run(config, resume=resume, registry=session.open_registry())
     session.connect()
+    check_local_gpus(config.num_workers if config.use_gpu else 0, session.address, "--workers")
     run_dir = prepared.run_dir
     done = threading.Event()
     with progress_bar("train") as bar:

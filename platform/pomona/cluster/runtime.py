@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Collection
 
-from pomona.errors import ClusterError
+from pomona.errors import ClusterError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,43 @@ def ensure_ray(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = log_to_driver
+
+
+def check_local_gpus(
+    needed: float, address: str | None, fewer: str, option: str = "--use-gpu"
+) -> None:
+    """Refuse work that needs ``needed`` GPUs at once on a local Ray with fewer.
+
+    Ray waits for resources it lacks. On a cluster (``address``, or ``RAY_ADDRESS``) an
+    autoscaler may add GPU nodes, so nothing is checked there; a Ray started on this machine
+    never gains one, and Ray Train, Tune and Serve would wait for ever (Ray Train's Ctrl-C
+    handler too). Call it once Ray runs.
+
+    Args:
+        needed: GPUs the work needs at once (0: it needs none).
+        address: the cluster address the command was given, if any.
+        fewer: the option that asks for fewer of them (``--workers``), for the message.
+        option: the setting that asked for GPUs, for the message.
+
+    Raises:
+        ConfigError: naming both counts and what to do.
+    """
+    if not needed or cluster_address(address) is not None:
+        return
+    import ray
+
+    available = ray.cluster_resources().get("GPU", 0.0)
+    if needed <= available:
+        return
+    if not available:
+        raise ConfigError(
+            f"{option} asks for GPUs but this machine's Ray has none: run without it, or on a "
+            "machine with an NVIDIA GPU"
+        )
+    raise ConfigError(
+        f"{option} needs {needed:g} GPUs at once and this machine's Ray has {available:g}: "
+        f"lower {fewer}"
+    )
 
 
 def _set_ray_data_console_level(level: int) -> None:

@@ -12,12 +12,13 @@ import pytest
 from pomona.cluster.runtime import (
     LOCAL_RAY_ENV,
     LOOPBACK_ENV,
+    check_local_gpus,
     check_reachable,
     free_ports,
     split_address,
     use_local_ray_defaults,
 )
-from pomona.errors import ClusterError
+from pomona.errors import ClusterError, ConfigError
 
 
 @pytest.fixture
@@ -127,3 +128,20 @@ def test_addresses_split_into_the_host_and_port_a_socket_takes(
     address: str, parts: tuple[str, int | None]
 ) -> None:
     assert split_address(address) == parts
+
+
+def test_gpus_are_checked_on_a_local_ray_only(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 2.0})
+    check_local_gpus(0, None, "--workers")
+    check_local_gpus(2, None, "--workers")
+    with pytest.raises(ConfigError, match=r"^--use-gpu needs 3 GPUs at once .* has 2: lower --wo"):
+        check_local_gpus(3, None, "--workers")
+    # A cluster's autoscaler may add GPU nodes.
+    check_local_gpus(3, "10.0.0.1:6379", "--workers")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(ConfigError, match=r"^train.use_gpu asks for GPUs but .* has none"):
+        check_local_gpus(0.5, None, "--workers", option="train.use_gpu")
