@@ -173,11 +173,15 @@ def gpus_to_start(config: dict[str, Any]) -> float:
 
 
 def on_gpus(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose ``api`` replicas each reserve :data:`GPUS_PER_REPLICA`, unless
-    it already gives them GPUs (then it is returned as it is)."""
-    if replica_gpus(config):
-        return config
+    """A copy of a Serve config in which every pomona application's ``api`` replicas reserve
+    :data:`GPUS_PER_REPLICA`, unless they already reserve GPUs; other applications (a config
+    written by hand may hold any) are left as they are."""
     config = copy.deepcopy(config)
-    options = _ingress(config).setdefault("ray_actor_options", {})
-    options["num_gpus"] = GPUS_PER_REPLICA
+    for app in config.get("applications", []):
+        if app.get("import_path") != IMPORT_PATH:
+            continue
+        for deployment in app.get("deployments", []):
+            if deployment.get("name") == INGRESS_DEPLOYMENT:
+                options = deployment.setdefault("ray_actor_options", {})
+                options["num_gpus"] = options.get("num_gpus") or GPUS_PER_REPLICA
     return config

@@ -181,6 +181,9 @@ def test_use_gpu_gives_each_replica_a_gpu(registry: Registry) -> None:
     actor_options(three)["num_gpus"] = 0.5
     assert on_gpus(three) == three
     assert gpus_to_start(three) == 1.5
+    other = {"name": "other", "import_path": "elsewhere:app", "deployments": [{"name": "api"}]}
+    mixed = {**on_cpus, "applications": [*on_cpus["applications"], other]}
+    assert on_gpus(mixed)["applications"] == [*on_gpus(on_cpus)["applications"], other]
 
 
 def test_replicas_take_enough_requests_for_every_batch_to_fill(registry: Registry) -> None:
