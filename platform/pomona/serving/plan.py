@@ -162,14 +162,12 @@ def has_one_replica(config: dict[str, Any]) -> bool:
     return bool(scaling["min_replicas"] == scaling["max_replicas"] == 1)
 
 
-def replica_gpus(config: dict[str, Any]) -> float:
-    """GPUs each ``api`` replica of ``config`` reserves (0: it runs on CPUs)."""
-    return float(_ingress(config).get("ray_actor_options", {}).get("num_gpus", 0))
-
-
 def gpus_to_start(config: dict[str, Any]) -> float:
-    """GPUs the ``api`` replicas of ``config`` (from :func:`serve_config`) reserve as it starts."""
-    return replica_gpus(config) * _ingress(config)["autoscaling_config"]["initial_replicas"]
+    """GPUs the ``api`` replicas of ``config`` (from :func:`serve_config`) reserve as it starts
+    (0 when they run on CPUs)."""
+    api = _ingress(config)
+    per_replica = float(api.get("ray_actor_options", {}).get("num_gpus", 0))
+    return per_replica * api["autoscaling_config"]["initial_replicas"]
 
 
 def on_gpus(config: dict[str, Any]) -> dict[str, Any]:
