@@ -119,8 +119,8 @@ def _run_and_show(config: SweepConfig, *, resume: bool) -> list[TrialResult]:
 
     sweep_dir = Path(config.out)
     session.connect()
-    trial_gpus = config.train.num_workers if config.train.use_gpu else 0  # a trial at a time
-    check_local_gpus(trial_gpus, session.address, "--workers", option="train.use_gpu")
+    # A trial at a time at least.
+    check_local_gpus(config.train.gpus, session.address, "--workers", option="train.use_gpu")
     if not session.verbose:
         # The table and results show failed trials with their error; Tune would also log
         # each one's traceback.

@@ -95,7 +95,7 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
     # Everything a user can fix is checked before Ray starts.
     prepared = prepare_run(config, resume=resume, registry=session.open_registry())
     session.connect()
-    check_local_gpus(config.num_workers if config.use_gpu else 0, session.address, "--workers")
+    check_local_gpus(config.gpus, session.address, "--workers")
     run_dir = prepared.run_dir
     done = threading.Event()
     with progress_bar("train") as bar:

@@ -175,6 +175,11 @@ class TrainConfig(StrictModel):
         return self
 
     @property
+    def gpus(self) -> int:
+        """GPUs a run reserves at once: one per worker with ``use_gpu``, else none."""
+        return self.num_workers if self.use_gpu else 0
+
+    @property
     def worker_batch_size(self) -> int:
         """Per-worker batch size, ``batch_size // num_workers`` (any remainder is dropped)."""
         return self.batch_size // self.num_workers
