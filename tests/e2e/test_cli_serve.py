@@ -70,6 +70,17 @@ def test_use_gpu_gives_each_replica_a_gpu(pomona, registry: Path, tmp_path: Path
     assert api["ray_actor_options"] == {"num_cpus": 0.0, "num_gpus": 1}
 
 
+def test_build_into_a_folder_that_cannot_be_created_is_one_error_line(
+    pomona, registry: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = pomona("--registry", registry, "serve", "build", "digits", "--out", blocker / "x.yaml")
+    assert result.code == 2, result.err
+    assert result.err == f"error: {blocker}: File exists\n"
+    assert blocker.read_text() == "not a directory"
+
+
 def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -> None:
     missing = pomona("--registry", registry, "serve", "build", "digits@canary")
     assert missing.code == 2 and "digits has no alias 'canary'" in missing.err

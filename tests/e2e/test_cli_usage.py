@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -47,3 +49,15 @@ def test_what_the_user_wrote_is_printed_verbatim(pomona, ray_forbidden: None, tm
         f"error: {weird} is not a pomona dataset (no manifest.json); create one with "
         "`pomona ingest SRC OUT`\n"
     )
+
+
+def test_an_output_path_that_cannot_be_created_is_one_error_line(
+    pomona, ray_forbidden: None, tmp_path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = pomona("datasets", "digits", blocker / "out")
+    assert result.code == 2, result.err
+    # The folder it failed to create, and why.
+    assert re.fullmatch(rf"error: {re.escape(str(blocker))}/out\S*: Not a directory\n", result.err)
+    assert blocker.read_text() == "not a directory"

@@ -78,13 +78,20 @@ for module in (data, models, train, sweep, evaluate, registry, serve, submit, k8
 def main(argv: list[str] | None = None) -> None:
     """Console-script entrypoint; ``argv`` defaults to ``sys.argv[1:]`` (jobs/ pass their own).
 
-    Exits with status 2 after a :class:`PomonaError` (one ``error:`` line) or a usage error (the
-    command's usage line, then one ``error:`` line); any other exception keeps its traceback.
+    Exits with status 2 after a :class:`PomonaError` or a file-system error on a path (one
+    ``error:`` line) or a usage error (the command's usage line, then one ``error:`` line); any
+    other exception keeps its traceback.
     """
     try:
         status = app(args=argv, prog_name="pomona", standalone_mode=False)
     except PomonaError as error:
         _fail(str(error))
+    except OSError as error:
+        # A path that cannot be created, read or written (a parent that is a file, a read-only
+        # or full disk): the user's to fix, wherever in a command it is met.
+        if error.filename is None:
+            raise
+        _fail(f"{error.filename}: {error.strerror or error}")
     except NoArgsIsHelpError as error:
         # typer printed the help while raising this; only the exit status is left.
         sys.exit(error.exit_code)
