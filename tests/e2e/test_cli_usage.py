@@ -20,6 +20,8 @@ pytestmark = pytest.mark.e2e
             "Invalid value for '--epochs'",
         ),
         (("ingest",), "Usage: pomona ingest [OPTIONS]", "Missing argument 'src'"),
+        # ``pomona serve MODEL...`` is its hidden ``start`` command, never named to the user.
+        (("serve", "digits", "--portt", "1"), "Usage: pomona serve [OPTIONS]", "--portt"),
     ],
 )
 def test_usage_error_shows_usage_and_problem(
@@ -38,6 +40,19 @@ def test_help_exits_zero(pomona) -> None:
     result = pomona("train", "--help")
     assert result.code == 0
     assert "Usage: pomona train" in result.out
+
+
+@pytest.mark.parametrize("args", [("serve",), ("serve", "--help"), ("serve", "digits", "--help")])
+def test_serve_help_shows_the_serving_options_and_names_the_commands(
+    pomona, args: tuple[str, ...]
+) -> None:
+    result = pomona(*args)
+    assert result.code == 0, result.err
+    assert "Usage: pomona serve [OPTIONS]" in result.out
+    assert "--port" in result.out and "--max-batch-size" in result.out
+    for command in ("status", "promote", "traffic", "batch", "build"):
+        assert command in result.out
+    assert "serve start" not in result.out
 
 
 def test_what_the_user_wrote_is_printed_verbatim(pomona, ray_forbidden: None, tmp_path) -> None:

@@ -22,11 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from pomona.cli.console import console
 from pomona.cli.session import session
@@ -42,19 +41,34 @@ logger = logging.getLogger(__name__)
 
 
 class _ServeGroup(TyperGroup):
-    """``pomona serve MODEL...`` means ``pomona serve start MODEL...`` unless MODEL is a command."""
+    """``pomona serve MODEL...`` means ``pomona serve start MODEL...`` unless MODEL is a command;
+    ``pomona serve`` and ``pomona serve --help`` show ``start``'s help, which names the
+    commands."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or args[0] in ("--help", "-h"):
+            args = [_START, "--help"]
+        elif args[0] not in self.commands:
             args = [_START, *args]
         return super().parse_args(ctx, args)
 
 
+class _ServeContext(typer.Context):
+    """``start``'s context, named as users type it: usage lines and errors say ``pomona serve``,
+    not the hidden ``pomona serve start``."""
+
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent is not None else super().command_path
+
+
+class _StartCommand(TyperCommand):
+    context_class = _ServeContext
+
+
 serve_app = typer.Typer(
     cls=_ServeGroup,
-    help="Serve registry models over HTTP (Ray Serve): pomona serve MODEL... [OPTIONS], or a "
-    "command below.",
-    no_args_is_help=True,
+    help="Serve registry models over HTTP (Ray Serve), and manage what a running server serves.",
 )
 
 ModelsArgument = Annotated[
@@ -197,7 +211,7 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
     return serve_config(args, routing, serve_options)
 
 
-@serve_app.command(_START, hidden=True)
+@serve_app.command(_START, hidden=True, cls=_StartCommand)
 @_with_plan_options
 def start_command(
     models: ModelsArgument,
@@ -206,7 +220,11 @@ def start_command(
         int, typer.Option(min=1, max=65535, help="Port of Ray's Prometheus endpoint.")
     ] = 8080,
 ) -> None:
-    """Serve MODEL... until Ctrl-C."""
+    """Serve MODEL... over HTTP until Ctrl-C.
+
+    A running server is managed with pomona serve status, promote, traffic and batch; pomona
+    serve build writes its Serve config for serve deploy and KubeRay (each command has --help).
+    """
     # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a script
     # started the server in the background, whose SIGINT arrives ignored. Ctrl-C from the start
     # (while the application deploys, it is deleted again); a TERM once Ray runs, as ray.init
