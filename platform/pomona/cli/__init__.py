@@ -35,7 +35,8 @@ from pomona.errors import PomonaError
 
 app = typer.Typer(
     name="pomona",
-    help="Labelled images to a fine-tuned, evaluated, versioned image classifier on Ray.",
+    help="Labelled images to a fine-tuned, evaluated, versioned image classifier served over "
+    "HTTP, on Ray.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
