@@ -289,6 +289,18 @@ def check_output_dir(
     return location
 
 
+def replaceable(target: str | os.PathLike[str] | Location, marker: str) -> bool:
+    """Whether pomona may replace ``target`` as a whole (an ``--overwrite``, an evaluation's
+    ``--out``): nothing is there, an empty directory, or a directory holding ``marker``, the
+    file pomona writes last into what it writes (a dataset's ``manifest.json``, a report's
+    ``report.json``). Anything else may be the user's own files, which pomona never deletes.
+    """
+    location = as_location(target)
+    if not location.exists():
+        return True
+    return location.is_dir() and (not location.children() or (location / marker).is_file())
+
+
 class _Reader(Protocol):
     def read(self, size: int, /) -> bytes: ...
 

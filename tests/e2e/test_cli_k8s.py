@@ -34,6 +34,18 @@ def test_render_writes_the_layout_with_the_given_settings(pomona, tmp_path: Path
     again = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG)
     assert again.code == 2
     assert again.err.strip() == f"error: {out} exists; pass --overwrite to replace it"
+    replaced = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG, "--overwrite")
+    assert replaced.code == 0, replaced.err
+
+
+def test_overwrite_replaces_only_a_rendered_layout(pomona, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    result = pomona("k8s", "render", "--out", mine, "--serve-config", SERVE_CONFIG, "--overwrite")
+    assert result.code == 2
+    assert result.err.startswith(f"error: {mine} exists and is not a layout `pomona k8s render`")
+    assert (mine / "notes.txt").read_text() == "the user's"
 
 
 def test_render_without_serve_config_is_one_line_error(pomona, tmp_path: Path) -> None:

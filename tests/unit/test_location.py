@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pomona.errors import ConfigError
-from pomona.location import as_location, check_output_dir, is_uri
+from pomona.location import as_location, check_output_dir, is_uri, replaceable
 from pomona.registry import Registry
 
 
@@ -109,3 +109,19 @@ def test_local_writes_stay_atomic_and_create_parents(tmp_path: Path) -> None:
     target.write_text("x")
     assert (tmp_path / "a/b/f.txt").read_text() == "x"
     assert os.listdir(tmp_path / "a/b") == ["f.txt"]  # no temporary file left
+
+
+def test_only_nothing_an_empty_directory_or_what_pomona_wrote_is_replaceable(
+    tmp_path: Path,
+) -> None:
+    assert replaceable(tmp_path / "missing", "manifest.json")
+    (tmp_path / "empty").mkdir()
+    assert replaceable(tmp_path / "empty", "manifest.json")
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "manifest.json").write_text("{}")
+    assert replaceable(tmp_path / "dataset", "manifest.json")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    assert not replaceable(tmp_path / "mine", "manifest.json")
+    (tmp_path / "a-file").write_text("the user's")
+    assert not replaceable(tmp_path / "a-file", "manifest.json")

@@ -16,6 +16,8 @@ import yaml
 from pomona.cluster import k8s
 from pomona.cluster.k8s import K8sSettings
 from pomona.config import load_config
+from pomona.errors import ConfigError
+from pomona.location import replaceable
 from pomona.serving.plan import on_gpus
 from pomona.storage import atomic_directory
 
@@ -120,10 +122,16 @@ def render_to(settings: K8sSettings, out: Path, *, overwrite: bool = False) -> l
         The relative paths written, sorted.
 
     Raises:
-        ConfigError: the Serve config is missing or invalid.
+        ConfigError: the Serve config is missing or invalid, or ``out`` exists and is not a
+            layout this function wrote (never deleted, even with ``overwrite``).
         FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
     files = render(settings, k8s.read_serve_config(settings.serve_config))
+    if overwrite and not replaceable(out, SETTINGS_FILE):
+        raise ConfigError(
+            f"{out} exists and is not a layout `pomona k8s render` wrote (no {SETTINGS_FILE}); "
+            "--overwrite replaces only such a layout: choose another --out"
+        )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for relative, text in files.items():
             path = tmp / relative

@@ -41,7 +41,7 @@ from pomona.data.manifest import SPLITS, Manifest, Preprocessing, SplitFractions
 from pomona.data.shards import MANIFEST_FILE, REJECTED_FILE, write_manifest, write_shard
 from pomona.data.split import assign_splits
 from pomona.errors import DatasetError
-from pomona.location import as_location
+from pomona.location import as_location, replaceable
 from pomona.storage import (
     LockedError,
     atomic_directory,
@@ -116,8 +116,18 @@ def ingest(config: IngestConfig, progress: ProgressCallback | None = None) -> Ma
             raise DatasetError(
                 f"output {out} is inside the source folder {src}; choose OUT elsewhere"
             )
+        if src.is_relative_to(out):
+            raise DatasetError(
+                f"the source folder {src} is inside the output {out}, which ingest replaces; "
+                "choose OUT elsewhere"
+            )
     if target.exists() and not config.overwrite:
         raise DatasetError(f"{target} already exists; pass --overwrite to replace it")
+    if not replaceable(target, MANIFEST_FILE):
+        raise DatasetError(
+            f"{target} exists and is not a pomona dataset (no {MANIFEST_FILE}); --overwrite "
+            "replaces only a dataset: choose another OUT"
+        )
     discovery = discover(src, config.label_from)
     logger.info(
         "found %d files under %s (labels from %s), %d ignored as OS or tool litter",

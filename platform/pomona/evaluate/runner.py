@@ -43,7 +43,7 @@ from pomona.evaluate.metrics import compute_metrics, misclassified
 from pomona.evaluate.plots import plot_confusion, plot_per_class, plot_reliability
 from pomona.evaluate.report import REPORT_JSON, EvaluatedModel, EvaluationReport
 from pomona.inference import load_for_inference, probabilities
-from pomona.location import Location, as_location, is_uri
+from pomona.location import Location, as_location, is_uri, replaceable
 from pomona.models.card import ModelCard
 from pomona.registry import resolve_model
 from pomona.storage import atomic_directory, atomic_write_text
@@ -206,9 +206,7 @@ def evaluate_model(
 def _check_out_dir(out_dir: Path) -> None:
     # The directory is replaced as a whole, so refuse anything that is not an earlier report
     # (e.g. a run directory passed by mistake) rather than deleting it.
-    if out_dir.exists() and (
-        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / REPORT_JSON).is_file())
-    ):
+    if not replaceable(out_dir, REPORT_JSON):
         raise ConfigError(
             f"--out {out_dir} exists and is not an evaluation report; choose a new directory"
         )

@@ -170,6 +170,25 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "out").seed == manifest.seed == 9
 
 
+def test_overwrite_replaces_only_a_dataset(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    with pytest.raises(DatasetError, match=r"mine exists and is not a pomona dataset"):
+        run(src, mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "the user's"
+    (tmp_path / "empty").mkdir()
+    assert run(src, tmp_path / "empty", overwrite=True).ingested == 12
+
+
+def test_output_holding_the_source_is_refused(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "data" / "images")
+    with pytest.raises(DatasetError, match=r"source folder .*images is inside the output"):
+        run(src, tmp_path / "data", overwrite=True)
+    assert len(list(src.rglob("*.png"))) == 12
+
+
 def test_failure_leaves_no_dataset_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = make_folder(tmp_path / "src")
 
