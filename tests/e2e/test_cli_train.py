@@ -33,6 +33,7 @@ class Payload:
         ),
         (("--data", "d", "--out", "{tmp}/existing"), "already exists; continue it with"),
         (("--resume", "{tmp}/empty"), "does not exist"),
+        (("--resume", "{tmp}/existing", "--out", "{tmp}/run"), "do not pass --out as well"),
         (("{tmp}/missing.yaml",), "config file"),
         (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
         (("--data", "{tmp}/no_val", "--out", "{tmp}/run"), "no rows in split 'val'"),

@@ -80,6 +80,8 @@ def train_command(
     if resume is not None:
         if config_file is not None:
             raise ConfigError("--resume reads RUN/config.yaml; do not pass CONFIG as well")
+        if out is not None:
+            raise ConfigError("--resume continues RUN in place; do not pass --out as well")
         config_file, flags["out"] = as_location(resume) / CONFIG_FILE, resume
     config = load_config(TrainConfig, config_file, overrides or (), flags)
     _run_and_show(config, resume=resume is not None)

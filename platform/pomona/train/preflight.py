@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_paths
+from pomona.errors import ConfigError
 from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
@@ -34,7 +35,7 @@ from pomona.models.weights import (
 from pomona.models.zoo import build_model
 from pomona.registry import Registry, resolve_model
 from pomona.train.config import TrainConfig
-from pomona.train.run_dir import check_run_dir
+from pomona.train.run_dir import check_run_dir, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def prepare_run(
 
     Raises:
         ConfigError: the run directory exists and ``resume`` is False, or it does not exist and
-            ``resume`` is True.
+            ``resume`` is True, or the resume changes the run's network or dataset (see
+            :func:`check_resumable`).
         DatasetError: the dataset cannot be read, or a shard differs from its manifest.
         CheckpointError, ModelNotFoundError: the pretrained weights cannot be used (see
             :func:`check_weights`).
@@ -142,6 +144,8 @@ def prepare_run(
     config = resolve_weights(config, registry)
     dataset = verify_dataset(config.data, dataset)
     manifest = dataset.manifest
+    if resume:
+        check_resumable(run_dir, config, dataset.sha256)
     if resume and (run_dir / CARD_FILE).is_file():
         # The weights were checked when the run started; its checkpoints have replaced them.
         initial_weights = read_card(run_dir).initial_weights
@@ -155,6 +159,41 @@ def prepare_run(
         dataset_sha256=dataset.sha256,
         initial_weights=initial_weights,
     )
+
+
+#: Model settings a resumed run keeps: its checkpoints hold that network and its optimizer's
+#: parameter groups. (``weights`` and ``head`` only shape the first epoch.)
+_FIXED_ON_RESUME = ("architecture", "freeze_backbone", "backbone_lr_scale")
+
+
+def check_resumable(run_dir: Location, config: TrainConfig, dataset_sha256: str) -> None:
+    """Refuse to resume the run in ``run_dir`` with ``config`` where its checkpoints could not
+    load: another network, or another dataset (by its manifest's sha256, so a moved copy of the
+    same dataset still resumes).
+
+    Raises:
+        ConfigError: a fixed model setting or the dataset differs from the run's.
+    """
+    stored = read_config(run_dir)
+    changed = [
+        f"model.{name} {getattr(stored.model, name)} -> {getattr(config.model, name)}"
+        for name in _FIXED_ON_RESUME
+        if getattr(stored.model, name) != getattr(config.model, name)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {run_dir} with {', '.join(changed)}: its checkpoints hold the "
+            "run's network; resume without changing it, or start a new run with another --out"
+        )
+    if not (run_dir / CARD_FILE).is_file():
+        return
+    trained_on = read_card(run_dir).dataset_sha256
+    if trained_on is not None and trained_on != dataset_sha256:
+        raise ConfigError(
+            f"cannot resume {run_dir} on {config.data}: the run was trained on another dataset "
+            f"(manifest sha256 {trained_on[:12]}..., this one {dataset_sha256[:12]}...); pass "
+            "the run's dataset as --data, or start a new run with another --out"
+        )
 
 
 def resolve_weights(config: TrainConfig, registry: Registry | None = None) -> TrainConfig:

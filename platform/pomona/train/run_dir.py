@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from pomona.config import load_config
 from pomona.location import Location, as_location, check_output_dir
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.storage import atomic_write_text
@@ -65,6 +66,15 @@ def write_config(run_dir: Path | Location, config: TrainConfig) -> None:
     """Save the resolved config as YAML."""
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     (as_location(run_dir) / CONFIG_FILE).write_text(text)
+
+
+def read_config(run_dir: Path | Location) -> TrainConfig:
+    """The config a run was started (or last resumed) with.
+
+    Raises:
+        ConfigError: there is none, or it does not validate.
+    """
+    return load_config(TrainConfig, as_location(run_dir) / CONFIG_FILE)
 
 
 def read_metrics(run_dir: Path | Location) -> list[dict[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,13 +11,14 @@ import pytest
 import torch
 from support.corrupt import dataset_with_flipped_shard, flip_byte
 
-from pomona.data.shards import read_manifest
-from pomona.errors import CheckpointError, DatasetError
+from pomona.data.shards import read_manifest, write_manifest
+from pomona.errors import CheckpointError, ConfigError, DatasetError
 from pomona.models import build_model, save_model
 from pomona.registry import Registry
 from pomona.train import preflight
 from pomona.train.config import TrainConfig
 from pomona.train.preflight import prepare_run, resolve_weights, verify_dataset
+from pomona.train.run_dir import write_config
 
 
 class Payload:
@@ -122,3 +124,27 @@ def test_a_verified_dataset_is_not_hashed_again_until_a_shard_is_written(
     flip_byte(dataset / shard)
     with pytest.raises(DatasetError, match=f"val: {shard} checksum"):
         verify_dataset(str(dataset), verified)
+
+
+def test_a_resume_keeps_the_network_and_the_dataset(tmp_path: Path, digits_dataset: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir, config(digits_dataset, run_dir))
+    # No epoch finished yet: any copy of the dataset will do, the network may not change.
+    assert prepare_run(config(digits_dataset, run_dir), resume=True).resume
+    with pytest.raises(ConfigError, match=r"model\.architecture simple_cnn -> resnet18"):
+        prepare_run(config(digits_dataset, run_dir, architecture="resnet18"), resume=True)
+    with pytest.raises(ConfigError, match=r"model\.freeze_backbone False -> True"):
+        prepare_run(config(digits_dataset, run_dir, freeze_backbone=True), resume=True)
+
+    # An epoch finished: its card records the dataset, and a moved copy of it still resumes.
+    weights_dir(run_dir, digits_dataset)
+    card = json.loads((run_dir / "model.json").read_text())
+    moved = shutil.copytree(digits_dataset, tmp_path / "moved")
+    card["dataset_sha256"] = verify_dataset(str(moved)).sha256
+    (run_dir / "model.json").write_text(json.dumps(card))
+    assert prepare_run(config(moved, run_dir), resume=True).resume
+    other = shutil.copytree(digits_dataset, tmp_path / "other")
+    write_manifest(other, read_manifest(other).model_copy(update={"source": "elsewhere"}))
+    with pytest.raises(ConfigError, match=r"the run was trained on another dataset"):
+        prepare_run(config(other, run_dir), resume=True)
