@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from pomona.errors import RegistryError
 from pomona.location import Location, as_location
 
 CLAIM_PREFIX = ".claim-"
@@ -216,11 +217,19 @@ def open_backend(
             :func:`pomona.location.as_location`); with ``filesystem``, a path inside it.
         filesystem: a ready ``pyarrow.fs.FileSystem`` (e.g. an ``S3FileSystem`` with a custom
             endpoint).
+
+    Raises:
+        RegistryError: a local root is a file.
     """
     root = os.fspath(root)
     if filesystem is None:
         location = as_location(root)
         if location.local is not None:
+            if location.local.exists() and not location.local.is_dir():
+                raise RegistryError(
+                    f"registry {location.uri} is a file, not a directory; pass --registry a "
+                    "directory (created on first use) or an s3://, gs:// or file:// URI"
+                )
             return LocalBackend(location.path)
         return ObjectStoreBackend(location.filesystem, location.path, location.uri)
     if isinstance(filesystem, pafs.LocalFileSystem):

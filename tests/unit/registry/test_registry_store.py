@@ -295,3 +295,10 @@ def test_default_root_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("POMONA_REGISTRY", str(tmp_path / "from-env"))
     assert Registry().uri == str(tmp_path / "from-env")
+
+
+def test_a_registry_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a registry")
+    with pytest.raises(RegistryError, match=r"notes\.txt is a file, not a directory"):
+        Registry(tmp_path / "notes.txt")
+    assert Registry(tmp_path / "new").list_models() == []
