@@ -88,6 +88,16 @@ def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -
     assert twice.code == 2 and "served once" in twice.err
 
 
+@pytest.mark.parametrize("command", [("status",), ("promote", "digits", "2")])
+def test_managing_without_a_server_address_shows_where_it_goes(
+    pomona, ray_forbidden: None, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = pomona("serve", *command)
+    assert result.code == 2
+    assert f"pomona --address ADDRESS serve {command[0]}`" in result.err
+
+
 @pytest.mark.parametrize("option", ["--port", "--metrics-port"])
 def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) -> None:
     with socket.socket() as taken:

@@ -223,7 +223,8 @@ def start_command(
     """Serve MODEL... over HTTP until Ctrl-C.
 
     A running server is managed with pomona serve status, promote, traffic and batch; pomona
-    serve build writes its Serve config for serve deploy and KubeRay (each command has --help).
+    serve build writes its Serve config for Ray's serve deploy and KubeRay (each command has
+    --help).
     """
     # Ctrl-C and a TERM (e.g. from a supervisor) both shut down cleanly, also when a script
     # started the server in the background, whose SIGINT arrives ignored. Ctrl-C from the start
@@ -367,16 +368,18 @@ def _ray_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def _join() -> None:
-    """Join the cluster a running ``pomona serve`` uses; never start a new, empty one."""
+def _join(command: str) -> None:
+    """Join the cluster a running ``pomona serve`` uses, for ``pomona serve COMMAND``; never
+    start a new, empty one."""
     import ray
 
     from pomona.cluster.runtime import cluster_address
 
     if not ray.is_initialized() and cluster_address(session.address) is None:
         raise ConfigError(
-            "which server? pass --address (or set RAY_ADDRESS) to the Ray address that "
-            "`pomona serve` printed, with RAY_AUTH_MODE=token so Ray sends its token"
+            f"which server? run `RAY_AUTH_MODE=token pomona --address ADDRESS serve {command}` "
+            "with the Ray address that `pomona serve` printed (or set RAY_ADDRESS), so Ray "
+            "sends its token"
         )
     session.connect()
 
@@ -395,7 +398,7 @@ def build_command(
     options: PlanOptions,
     out: Annotated[Path, typer.Option(help="YAML file to write.")] = Path("serve/pomona.yaml"),
 ) -> None:
-    """Write the Serve config for MODEL... (for serve run/deploy and KubeRay's RayService)."""
+    """Write the Serve config for MODEL... (for Ray's serve run/deploy and KubeRay's RayService)."""
     import yaml
 
     from pomona.serving.control import validate_config
@@ -418,7 +421,7 @@ def promote_command(
     from pomona.registry import ModelRef, Registry
     from pomona.serving import control
 
-    _join()
+    _join("promote")
     current = control.state()
     registry = Registry(current.args.registry)
     # Before the alias moves: a version the replicas cannot load must not become production.
@@ -447,7 +450,7 @@ def traffic_command(
     from pomona.serving import control
     from pomona.serving.config import parse_split
 
-    _join()
+    _join("traffic")
     routing = control.state().routing
     route = parse_split(weights, routing.route(name), name)
     control.apply_routing(routing.with_route(name, route))
@@ -467,7 +470,7 @@ def batch_command(
 
     if max_batch_size is None and batch_wait_s is None:
         raise ConfigError("nothing to change: give --max-batch-size and/or --batch-wait-s")
-    _join()
+    _join("batch")
     current = control.state()
     changes = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_s}
     batch = validate(
@@ -498,7 +501,7 @@ def status_command() -> None:
     """Show the served models, versions, aliases, traffic split, batching and replicas."""
     from pomona.serving import control
 
-    _join()
+    _join("status")
     _print_state(control.state())
 
 
