@@ -59,13 +59,22 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
-    """One readable line per problem: ``source: key.path: message (got value)``."""
+    """One readable line per problem: ``key.path: message (got value)``, under ``invalid
+    source:``. A check of several fields together (a model validator) names no key, and the
+    message a validator raised is shown without pydantic's ``Value error,`` prefix."""
     lines = []
     for problem in error.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(root)"
+        where = ".".join(str(p) for p in problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        if not where:
+            lines.append(message)
+            continue
         got = problem.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{where}: {problem['msg']}{shown}")
+        named = isinstance(got, str) and repr(got) in message  # the validator quoted it
+        shown = "" if isinstance(got, dict) or named else f" (got {got!r})"
+        lines.append(f"{where}: {message}{shown}")
     return f"invalid {source}:\n  " + "\n  ".join(lines)
 
 

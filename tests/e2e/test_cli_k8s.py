@@ -62,6 +62,22 @@ def test_render_rejects_object_store_storage(pomona, tmp_path: Path) -> None:
                     "--storage", "s3://bucket/pomona")  # fmt: skip
     assert result.code == 2
     assert result.err.startswith("error: invalid configuration:")
-    assert "storage: Value error, storage 's3://bucket/pomona' must be an absolute path" in (
-        result.err
-    )
+    assert "storage: storage 's3://bucket/pomona' must be an absolute path" in (result.err)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("--workers", "3", "--max-workers", "1"), "max_workers 1 is below workers 3"),
+        (("--image", "Bad Image!"), "image 'Bad Image!' is not a container repository"),
+        (("--tag", "a b"), "tag 'a b' is not an image tag"),
+    ],
+)
+def test_render_refuses_settings_kubernetes_would(
+    pomona, tmp_path: Path, args: tuple[str, ...], problem: str
+) -> None:
+    result = pomona("k8s", "render", "--out", tmp_path / "k8s", "--serve-config", SERVE_CONFIG,
+                    *args)  # fmt: skip
+    assert result.code == 2
+    assert problem in result.err
+    assert not (tmp_path / "k8s").exists()

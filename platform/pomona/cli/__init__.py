@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print(
                 f"Try '{error.ctx.command_path} --help' for help.", soft_wrap=True, markup=False
             )
-        _fail(error.format_message(), error.exit_code)
+        # typer validates values with pydantic, whose messages start "Value error, ".
+        _fail(error.format_message().replace(": Value error, ", ": "), error.exit_code)
     except typer.TyperException as error:
         _fail(error.format_message(), error.exit_code)
     except typer.Abort:

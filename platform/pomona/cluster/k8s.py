@@ -16,12 +16,13 @@ so the dashboard and the Jobs API are reachable only from inside the cluster or 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 import pomona
 from pomona.cluster.entrypoints import job_entrypoint
@@ -38,6 +39,14 @@ PROJECT_DIR = "/home/ray/pomona"
 APP_LABEL = {"app.kubernetes.io/name": "pomona"}
 Variant = Literal["cpu", "gpu"]
 VARIANTS: tuple[Variant, ...] = ("cpu", "gpu")
+
+
+#: A repository as Docker names it: an optional registry host (and port), then lowercase path
+#: components; the tag is separate.
+_REPOSITORY = re.compile(
+    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 
 
 class K8sSettings(StrictModel):
@@ -65,8 +74,8 @@ class K8sSettings(StrictModel):
     """
 
     name: str = Field("pomona", pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
-    image: str = Field("pomona", min_length=1)
-    tag: str = Field(pomona.__version__, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
+    image: str = "pomona"
+    tag: str = pomona.__version__
     workers: PositiveInt = 2
     max_workers: PositiveInt = 4
     worker_cpus: PositiveInt = 2
@@ -80,6 +89,27 @@ class K8sSettings(StrictModel):
     serve_config: Path = Path("serve/pomona.yaml")
     dataset: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+    @field_validator("image")
+    @classmethod
+    def _repository(cls, image: str) -> str:
+        if not _REPOSITORY.fullmatch(image):
+            raise ValueError(
+                f"image {image!r} is not a container repository: an optional registry host "
+                "(and :port), then lowercase path components of letters, digits, '.', '_' and "
+                "'-' separated by '/' (e.g. ghcr.io/team/pomona); the tag goes in --tag"
+            )
+        return image
+
+    @field_validator("tag")
+    @classmethod
+    def _image_tag(cls, tag: str) -> str:
+        if not _TAG.fullmatch(tag):
+            raise ValueError(
+                f"tag {tag!r} is not an image tag: up to 101 letters, digits, '_', '.' and '-', "
+                "not starting with '.' or '-'"
+            )
+        return tag
+
     @field_validator("storage")
     @classmethod
     def _mountable(cls, storage: str) -> str:
@@ -92,6 +122,15 @@ class K8sSettings(StrictModel):
                 "URIs given to pomona directly"
             )
         return str(PurePosixPath(path))
+
+    @model_validator(mode="after")
+    def _room_to_start(self) -> K8sSettings:
+        if self.max_workers < self.workers:
+            raise ValueError(
+                f"max_workers {self.max_workers} is below workers {self.workers}: the "
+                "autoscaler's ceiling must allow the worker pods a cluster starts with"
+            )
+        return self
 
     def image_ref(self, variant: Variant) -> str:
         """The image every Ray container of ``variant`` runs."""
