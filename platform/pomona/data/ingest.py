@@ -174,7 +174,7 @@ def _ingest_into(
             raise DatasetError(
                 f"a classifier needs at least 2 classes; {src} gave {len(classes)} valid "
                 f"class(es) {classes} from {len(accepted)} valid images "
-                f"(labels from {layout}; see --label-from)"
+                f"(labels from {layout}; see --label-from){_rejections(decoded)}"
             )
         labels = [files[i].label or "" for i in accepted]
         hashes = [decoded[i].sha256 or "" for i in accepted]
@@ -303,6 +303,16 @@ def _decode_chunk(
     if stack:
         np.save(staging_file, np.stack(stack))
     return outcome
+
+
+def _rejections(decoded: list[_Decoded], shown: int = 3) -> str:
+    """``; rejected N files: COUNT REASON, ...`` (the commonest reasons), or ``""``."""
+    reasons = Counter(d.reason for d in decoded if d.reason is not None)
+    if not reasons:
+        return ""
+    common = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common(shown))
+    more = f", {len(reasons) - shown} other reasons" if len(reasons) > shown else ""
+    return f"; rejected {reasons.total()} files: {common}{more}"
 
 
 def _no_label_reason(layout: str) -> str:
