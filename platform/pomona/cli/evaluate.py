@@ -29,7 +29,8 @@ ModelArgument = Annotated[
     str,
     typer.Argument(
         help="Run or model directory or URI, model.safetensors/model.json, or registry "
-        "reference (name, name:N, name:latest, name@alias).",
+        "reference: name or name:latest (its newest version), name:N, name@alias (e.g. "
+        "digits@production).",
         show_default=False,
     ),
 ]
