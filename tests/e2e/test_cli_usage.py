@@ -76,3 +76,11 @@ def test_an_output_path_that_cannot_be_created_is_one_error_line(
     # The folder it failed to create, and why.
     assert re.fullmatch(rf"error: {re.escape(str(blocker))}/out\S*: Not a directory\n", result.err)
     assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_command_given_nothing_shows_its_help(pomona, ray_forbidden: None, command: str) -> None:
+    result = pomona(command)
+    assert result.code == 2
+    assert f"Usage: pomona {command} [OPTIONS]" in result.out
+    assert "Field required" not in result.err

@@ -219,4 +219,4 @@ def _register(
 
 def register(app: typer.Typer) -> None:
     """Attach these commands to the root app."""
-    app.command("sweep")(sweep_command)
+    app.command("sweep", no_args_is_help=True)(sweep_command)

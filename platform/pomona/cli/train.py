@@ -154,4 +154,4 @@ def _print_epochs(rows: list[dict[str, float]]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Attach these commands to the root app."""
-    app.command("train")(train_command)
+    app.command("train", no_args_is_help=True)(train_command)
