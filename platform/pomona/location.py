@@ -261,6 +261,11 @@ def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file at ``path`` or above it, where a folder is needed; None when there is none."""
+    return next((p for p in (path, *path.parents) if p.is_file()), None)
+
+
 def check_output_dir(
     out: str | os.PathLike[str], *, resume: bool, marker: str, kind: str, command: str
 ) -> Location:
@@ -275,10 +280,13 @@ def check_output_dir(
         command: the ``pomona`` subcommand that resumes it.
 
     Raises:
-        ConfigError: ``out`` is a bad URI, a fresh start would overwrite an existing directory,
-            or there is nothing to resume.
+        ConfigError: ``out`` is a bad URI or a file (or under one), a fresh start would
+            overwrite an existing directory, or there is nothing to resume.
     """
     location = as_location(out)
+    blocker = None if location.local is None else file_in_the_way(location.local)
+    if blocker is not None:
+        raise ConfigError(f"{blocker} is a file, so {kind} directory {location} cannot be there")
     if resume and not (location / marker).is_file():
         raise ConfigError(f"cannot resume: {location} holds no {marker}")
     if not resume and location.is_dir() and location.children():

@@ -6,6 +6,7 @@ so a crash never leaves a file or directory that looks complete but is not.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -37,8 +38,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``.
+
+    Raises:
+        IsADirectoryError: ``path`` is a directory (named in the error, not the sibling).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as handle:

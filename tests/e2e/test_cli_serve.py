@@ -77,7 +77,12 @@ def test_build_into_a_folder_that_cannot_be_created_is_one_error_line(
     blocker.write_text("not a directory")
     result = pomona("--registry", registry, "serve", "build", "digits", "--out", blocker / "x.yaml")
     assert result.code == 2, result.err
-    assert result.err == f"error: {blocker}: File exists\n"
+    assert (
+        result.err == f"error: {blocker} is a file where a folder is needed; choose another path\n"
+    )
+    into_a_folder = pomona("--registry", registry, "serve", "build", "digits", "--out", tmp_path)
+    assert into_a_folder.code == 2
+    assert into_a_folder.err == f"error: {tmp_path}: Is a directory\n"
     assert blocker.read_text() == "not a directory"
 
 
@@ -89,13 +94,15 @@ def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -
 
 
 @pytest.mark.parametrize("command", [("status",), ("promote", "digits", "2")])
-def test_managing_without_a_server_address_shows_where_it_goes(
-    pomona, ray_forbidden: None, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
-) -> None:
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    result = pomona("serve", *command)
-    assert result.code == 2
-    assert f"pomona --address ADDRESS serve {command[0]}`" in result.err
+def test_managing_without_a_server_address_shows_where_it_goes(command: tuple[str, ...]) -> None:
+    # In a process of its own: this one may already be connected to the tests' Ray.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from pomona.cli import main; main()", "serve", *command],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"pomona --address ADDRESS serve {command[0]}`" in result.stderr
 
 
 @pytest.mark.parametrize("option", ["--port", "--metrics-port"])

@@ -32,7 +32,8 @@ class Payload:
             ">= num_workers",
         ),
         (("--data", "d", "--out", "{tmp}/existing"), "already exists; continue it with"),
-        (("--resume", "{tmp}/empty"), "does not exist"),
+        (("--resume", "{tmp}/empty"), "cannot resume: {tmp}/empty holds no config.yaml"),
+        (("--data", "d", "--out", "{tmp}/existing/metrics.csv/run"), "is a file, so run directory"),
         (("--resume", "{tmp}/existing", "--out", "{tmp}/run"), "do not pass --out as well"),
         (("{tmp}/missing.yaml",), "config file"),
         (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
@@ -56,7 +57,7 @@ def test_train_errors(
     _of_format_1(digits_dataset, tmp_path / "format_1")
     result = pomona("train", *(a.format(tmp=tmp_path) for a in args))
     assert result.code == 2, result.out
-    assert message in result.err
+    assert message.format(tmp=tmp_path) in result.err
     assert "Traceback" not in result.err
     assert not (tmp_path / "run").exists()
 

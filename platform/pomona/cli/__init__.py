@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         # or full disk): the user's to fix, wherever in a command it is met.
         if error.filename is None:
             raise
-        _fail(f"{error.filename}: {error.strerror or error}")
+        _fail(_path_problem(error))
     except NoArgsIsHelpError as error:
         # typer printed the help while raising this; only the exit status is left.
         sys.exit(error.exit_code)
@@ -114,6 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     # Without standalone mode typer returns an exit status (``--help``, Ctrl-C) instead of exiting.
     if isinstance(status, int) and status:
         sys.exit(status)
+
+
+def _path_problem(error: OSError) -> str:
+    """``PATH: reason`` for an error on a path; a file where a folder had to be (``mkdir`` says
+    "File exists", ``open`` "Not a directory") is said as it is."""
+    from pomona.location import file_in_the_way
+
+    path = Path(error.filename)
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        blocker = file_in_the_way(path)
+        if blocker == path:
+            return f"{path} is a file where a folder is needed; choose another path"
+        if blocker is not None:
+            return f"{blocker} is a file, so nothing can be created under it: choose another path"
+    return f"{error.filename}: {error.strerror or error}"
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:

@@ -57,9 +57,8 @@ def train_command(
     enough. --resume RUN continues RUN from its last checkpoint (flags and --set may extend it,
     e.g. --epochs 20).
     """
-    from pomona.location import as_location
     from pomona.train.config import TrainConfig
-    from pomona.train.run_dir import CONFIG_FILE
+    from pomona.train.run_dir import CONFIG_FILE, check_run_dir
 
     flags = {
         "data": data,
@@ -82,7 +81,7 @@ def train_command(
             raise ConfigError("--resume reads RUN/config.yaml; do not pass CONFIG as well")
         if out is not None:
             raise ConfigError("--resume continues RUN in place; do not pass --out as well")
-        config_file, flags["out"] = as_location(resume) / CONFIG_FILE, resume
+        config_file, flags["out"] = check_run_dir(resume, resume=True) / CONFIG_FILE, resume
     config = load_config(TrainConfig, config_file, overrides or (), flags)
     _run_and_show(config, resume=resume is not None)
 
