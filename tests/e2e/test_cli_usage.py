@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
             "Usage: pomona train [OPTIONS]",
             "Invalid value for '--epochs'",
         ),
-        (("ingest",), "Usage: pomona ingest [OPTIONS]", "Missing argument 'src'"),
+        (("ingest",), "Usage: pomona ingest [OPTIONS]", "Missing argument 'SRC'"),
         # ``pomona serve MODEL...`` is its hidden ``start`` command, never named to the user.
         (("serve", "digits", "--portt", "1"), "Usage: pomona serve [OPTIONS]", "--portt"),
     ],

@@ -41,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     # Help texts are Markdown, so a docstring's wrapped lines flow into one paragraph.
     rich_markup_mode="markdown",
 )

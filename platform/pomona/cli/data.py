@@ -38,7 +38,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
 
 @datasets_app.command("digits")
 def digits(
-    out: Annotated[Path, typer.Argument(help="Directory to create.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Directory to create.")],
     layout: Annotated[
         Layout, typer.Option(help="folders: `OUT/<label>/<n>.png`; prefix: `OUT/<label>_<n>.png`")
     ] = "folders",
@@ -51,9 +51,12 @@ def digits(
 
 
 def ingest_command(
-    src: Annotated[Path, typer.Argument(help="Labelled image folder.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Labelled image folder.")],
     out: Annotated[
-        str, typer.Argument(help="Dataset directory or URI (file://, s3://, gs://) to create.")
+        str,
+        typer.Argument(
+            metavar="OUT", help="Dataset directory or URI (file://, s3://, gs://) to create."
+        ),
     ],
     image_size: Annotated[str, typer.Option(help="Square side N or HxW.")] = "64",
     channels: Annotated[int, typer.Option(help="1 (grayscale) or 3 (RGB).")] = 3,
@@ -109,7 +112,9 @@ def ingest_command(
 
 
 def inspect(
-    dataset: Annotated[str, typer.Argument(help="Ingested dataset directory or URI.")],
+    dataset: Annotated[
+        str, typer.Argument(metavar="DATASET", help="Ingested dataset directory or URI.")
+    ],
 ) -> None:
     """Print classes, counts per split and class, image shape; verify shard checksums."""
     manifest = read_manifest(dataset)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ModelArgument = Annotated[
     str,
     typer.Argument(
+        metavar="MODEL",
         help="Run or model directory or URI, model.safetensors/model.json, or registry "
         "reference: name or name:latest (its newest version), name:N, name@alias (e.g. "
         "digits@production).",
@@ -39,6 +40,7 @@ RegistryOption = Annotated[str | None, typer.Option("--registry", hidden=True)]
 ImagesArgument = Annotated[
     list[Path],
     typer.Argument(
+        metavar="IMAGE",
         help="Image files, or folders of them (every file below, in path order).",
         show_default=False,
     ),

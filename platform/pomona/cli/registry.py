@@ -22,9 +22,15 @@ registry_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NameArgument = Annotated[str, typer.Argument(help="Model name.", show_default=False)]
-VersionArgument = Annotated[int, typer.Argument(help="Version number.", show_default=False)]
-AliasArgument = Annotated[str, typer.Argument(help="Alias, e.g. production.", show_default=False)]
+NameArgument = Annotated[
+    str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)
+]
+VersionArgument = Annotated[
+    int, typer.Argument(metavar="VERSION", help="Version number.", show_default=False)
+]
+AliasArgument = Annotated[
+    str, typer.Argument(metavar="ALIAS", help="Alias, e.g. production.", show_default=False)
+]
 
 
 @registry_app.callback()
@@ -50,6 +56,7 @@ def register_command(
     run: Annotated[
         str,
         typer.Argument(
+            metavar="RUN",
             help="Run or model directory (or a model file, or a registry reference to copy).",
             show_default=False,
         ),
@@ -158,7 +165,10 @@ def _top1_error(version: ModelVersion) -> str:
 def show_command(
     ctx: typer.Context,
     ref: Annotated[
-        str, typer.Argument(help="name, name:N, name:latest or name@alias.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="REF", help="name, name:N, name:latest or name@alias.", show_default=False
+        ),
     ],
 ) -> None:
     """Show one version: files, classes, metrics and the aliases pointing at it.
@@ -250,7 +260,7 @@ def delete_command(ctx: typer.Context, name: NameArgument, version: VersionArgum
 def gc_command(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="Only this model (default: every model).")
+        str | None, typer.Argument(metavar="NAME", help="Only this model (default: every model).")
     ] = None,
     grace_s: Annotated[
         float | None,

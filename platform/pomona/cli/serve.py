@@ -74,6 +74,7 @@ serve_app = typer.Typer(
 ModelsArgument = Annotated[
     list[str],
     typer.Argument(
+        metavar="MODEL",
         help="Registry references: name (its aliases, traffic to production), name:N or "
         "name@alias (one pinned version).",
         show_default=False,
@@ -414,8 +415,11 @@ def build_command(
 
 @serve_app.command("promote")
 def promote_command(
-    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
-    version: Annotated[int, typer.Argument(min=1, help="Version to promote.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
+    version: Annotated[
+        int,
+        typer.Argument(metavar="VERSION", min=1, help="Version to promote.", show_default=False),
+    ],
 ) -> None:
     """Point NAME's production alias at VERSION and route the running server accordingly."""
     from pomona.registry import ModelRef, Registry
@@ -438,11 +442,13 @@ def promote_command(
 
 @serve_app.command("traffic")
 def traffic_command(
-    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
     weights: Annotated[
         list[str],
         typer.Argument(
-            help="ALIAS=WEIGHT pairs, e.g. production=90 canary=10.", show_default=False
+            metavar="ALIAS=WEIGHT",
+            help="ALIAS=WEIGHT pairs, e.g. production=90 canary=10.",
+            show_default=False,
         ),
     ],
 ) -> None:
@@ -459,7 +465,7 @@ def traffic_command(
 
 @serve_app.command("batch")
 def batch_command(
-    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
     max_batch_size: Annotated[int | None, _MAX_BATCH] = None,
     batch_wait_s: Annotated[float | None, _BATCH_WAIT] = None,
 ) -> None:

@@ -200,7 +200,9 @@ def _clock(milliseconds: int | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-JobIdArgument = Annotated[str, typer.Argument(help="Submission id (raysubmit_...).")]
+JobIdArgument = Annotated[
+    str, typer.Argument(metavar="JOB_ID", help="Submission id (raysubmit_...).")
+]
 
 
 @jobs_app.command("status")

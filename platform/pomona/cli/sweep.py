@@ -26,7 +26,9 @@ _REFRESH_S = 1.0
 
 
 def sweep_command(
-    config_file: Annotated[Path | None, typer.Argument(help="YAML SweepConfig (optional).")] = None,
+    config_file: Annotated[
+        Path | None, typer.Argument(metavar="CONFIG", help="YAML SweepConfig (optional).")
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="key=value override, dotted keys (train.momentum=0.8)."),
@@ -63,7 +65,7 @@ def sweep_command(
     ] = None,
     registry: Annotated[
         str | None,
-        typer.Option(help="Registry for --register (default: $POMONA_REGISTRY, else ~/.pomona)."),
+        typer.Option(help="Registry for --register (default: the global --registry)."),
     ] = None,
 ) -> None:
     """Search training settings with Ray Tune; each trial is a data-parallel Ray Train run.

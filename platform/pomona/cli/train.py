@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def train_command(
-    config_file: Annotated[Path | None, typer.Argument(help="YAML TrainConfig (optional).")] = None,
+    config_file: Annotated[
+        Path | None, typer.Argument(metavar="CONFIG", help="YAML TrainConfig (optional).")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, dotted keys; repeatable.")
     ] = None,

@@ -33,7 +33,8 @@ def validate_name(value: str, kind: str = "model name") -> str:
 
 
 def validate_alias(value: str) -> str:
-    """Return ``value`` if it can be an alias (a valid name other than ``latest``).
+    """Return ``value`` if it can be an alias: a valid name other than ``latest``, not all
+    digits (``name@3`` beside ``name:3`` would read as a version).
 
     Raises:
         RegistryError: naming the value and the rule.
@@ -41,6 +42,11 @@ def validate_alias(value: str) -> str:
     validate_name(value, "alias")
     if value == LATEST:
         raise RegistryError(f"{LATEST!r} is reserved for the newest version and cannot be an alias")
+    if value.isdigit():
+        raise RegistryError(
+            f"alias {value!r} would read as a version number; give it a name with a letter "
+            f"(e.g. production, v{value})"
+        )
     return value
 
 

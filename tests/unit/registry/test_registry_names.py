@@ -28,6 +28,12 @@ def test_latest_is_not_an_alias() -> None:
         validate_alias("latest")
 
 
+def test_an_alias_of_digits_only_is_refused() -> None:
+    with pytest.raises(RegistryError, match=r"alias '5' would read as a version number.*v5"):
+        validate_alias("5")
+    assert validate_alias("v5") == "v5"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
