@@ -165,6 +165,13 @@ def _check_key(key: str) -> None:
     """Raise ConfigError unless ``key`` names a training setting a trial may vary."""
     if key in FIXED_KEYS:
         raise ConfigError(f"the space cannot vary {key!r}: it is the same for every trial")
+    if key.startswith("train."):
+        # --set needs the prefix (the sweep's own settings sit beside ``train``); the space
+        # holds training settings only.
+        raise ConfigError(
+            f"space key {key!r}: space keys are training settings already; write "
+            f"{key.removeprefix('train.')!r}"
+        )
     model: type[BaseModel] = TrainConfig
     *parents, leaf = key.split(".")
     for part in [*parents, leaf]:

@@ -92,6 +92,7 @@ def test_config_sets_each_trials_out_and_counts_grid_trials() -> None:
         ({"batch_size": "choice(1, 64)"}, "batch_size (1) must be >= num_workers (2)"),
         ({"foo": "choice(1, 2)"}, "'foo' is not a training setting"),
         ({"schedule.nme": "choice(a, b)"}, "'nme' is not a training setting"),
+        ({"train.momentum": "uniform(0.8, 0.9)"}, "training settings already; write 'momentum'"),
         ({"epochs.x": "choice(1, 2)"}, "'epochs' has no nested settings"),
         ({"data": "choice(a, b)"}, "cannot vary 'data'"),
         ({"lr": "uniform(0.1, 0.2)", "learning_rate": "uniform(0.1, 0.2)"}, "appears twice"),
