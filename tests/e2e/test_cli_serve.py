@@ -59,6 +59,15 @@ def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: P
     assert config.http_options.host == "127.0.0.1"
     assert api.autoscaling_config["max_replicas"] == 3
 
+    again = pomona("--registry", registry, "serve", "build", "digits", "--out", out)
+    assert again.code == 0, again.err  # an earlier build's file is replaced
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("the user's: yaml\n")
+    refused = pomona("--registry", registry, "serve", "build", "digits", "--out", mine)
+    assert refused.code == 2
+    assert "mine.yaml exists and was not written by `pomona serve build`" in refused.err
+    assert mine.read_text() == "the user's: yaml\n"
+
 
 def test_use_gpu_gives_each_replica_a_gpu(pomona, registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "gpu.yaml"

@@ -392,12 +392,18 @@ def _metrics_port() -> int:
     return next(int(n["MetricsExportPort"]) for n in ray.nodes() if n["NodeID"] == here)
 
 
+#: The first line of every Serve config ``build`` writes begins so; it replaces only those.
+_BUILT_BY = "# Written by `pomona serve build`"
+
+
 @serve_app.command("build")
 @_with_plan_options
 def build_command(
     models: ModelsArgument,
     options: PlanOptions,
-    out: Annotated[Path, typer.Option(help="YAML file to write.")] = Path("serve/pomona.yaml"),
+    out: Annotated[
+        Path, typer.Option(help="YAML file to write (replaced if an earlier build wrote it).")
+    ] = Path("serve/pomona.yaml"),
 ) -> None:
     """Write the Serve config for MODEL... (for Ray's serve run/deploy and KubeRay's RayService)."""
     import yaml
@@ -405,10 +411,15 @@ def build_command(
     from pomona.serving.control import validate_config
     from pomona.storage import atomic_write_text
 
+    if out.is_file() and not out.read_text(errors="replace").startswith(_BUILT_BY):
+        raise ConfigError(
+            f"{out} exists and was not written by `pomona serve build`; choose another --out, "
+            "or delete it first"
+        )
     config = plan(models, options)
     validate_config(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = "# Written by `pomona serve build`; deploy with `serve deploy` or a RayService.\n"
+    header = f"{_BUILT_BY}; deploy with `serve deploy` or a RayService.\n"
     atomic_write_text(out, header + yaml.safe_dump(config, sort_keys=False))
     console.print(f"wrote {out}", markup=False, soft_wrap=True)
 
