@@ -28,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from pomona.cli.console import console
+from pomona.cli.registry import NameArgument
 from pomona.cli.session import session
 from pomona.errors import ConfigError
 
@@ -426,7 +427,7 @@ def build_command(
 
 @serve_app.command("promote")
 def promote_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
+    name: NameArgument,
     version: Annotated[
         int,
         typer.Argument(metavar="VERSION", min=1, help="Version to promote.", show_default=False),
@@ -453,7 +454,7 @@ def promote_command(
 
 @serve_app.command("traffic")
 def traffic_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
+    name: NameArgument,
     weights: Annotated[
         list[str],
         typer.Argument(
@@ -476,7 +477,7 @@ def traffic_command(
 
 @serve_app.command("batch")
 def batch_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.", show_default=False)],
+    name: NameArgument,
     max_batch_size: Annotated[int | None, _MAX_BATCH] = None,
     batch_wait_s: Annotated[float | None, _BATCH_WAIT] = None,
 ) -> None:
