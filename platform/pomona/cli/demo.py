@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 import urllib.request
@@ -14,6 +15,8 @@ from pomona.cli.console import console
 from pomona.errors import ConfigError
 
 _PARTS = ("images", "dataset", "run", "report", "registry", "explain", "sweep")
+#: What the serving stage serves: the production version only.
+_SERVED = "digits@production"
 
 
 def demo_command(
@@ -70,9 +73,9 @@ def demo_command(
         (
             "Register the model and mark it production",
             [
-                "registry",
                 "--registry",
                 registry,
+                "registry",
                 "register",
                 run,
                 "--name",
@@ -81,21 +84,21 @@ def demo_command(
                 report,
             ],
         ),
-        ("", ["registry", "--registry", registry, "alias", "digits", "1", "production"]),
+        ("", ["--registry", registry, "registry", "alias", "digits", "1", "production"]),
         (
             "Predict with the production model",
-            ["predict", "digits@production", "--registry", registry, *samples],
+            ["--registry", registry, "predict", "digits@production", *samples],
         ),
         (
             "Explain its predictions with Grad-CAM",
-            ["explain", "digits@production", "--registry", registry, "--out", explain, *samples],
+            ["--registry", registry, "explain", "digits@production", "--out", explain, *samples],
         ),
         *_sweep_stage(dataset, sweep, registry, min(epochs, 3)),
     ]
     for title, args in steps:
         if title:
             console.rule(f"[bold]{title}")
-        console.print(f"$ pomona {' '.join(args)}", style="dim", soft_wrap=True, markup=False)
+        console.print(f"$ pomona {shlex.join(args)}", style="dim", soft_wrap=True, markup=False)
         app(args=[*session.global_args(), *args], standalone_mode=False)
     console.rule("[bold]Serve digits@production over HTTP with Ray Serve")
     _serve_stage(registry, samples)
@@ -116,12 +119,12 @@ def _serve_stage(registry: str, samples: list[str]) -> None:
     session.registry = registry
     (port,) = free_ports(1)
     console.print(
-        f"$ pomona --registry {registry} serve digits --port {port}",
+        f"$ pomona --registry {shlex.quote(registry)} serve {_SERVED} --port {port}",
         style="dim",
         soft_wrap=True,
         markup=False,
     )
-    with serving(plan(["digits@production"], PlanOptions(port=port))) as urls:
+    with serving(plan([_SERVED], PlanOptions(port=port))) as urls:
         console.print(
             f"API {urls.api}/v1/models, docs {urls.api}/docs", markup=False, soft_wrap=True
         )
