@@ -24,6 +24,7 @@ from pomona.data.manifest import Preprocessing
 from pomona.data.shards import image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
 from pomona.models import load_model
+from pomona.registry import Registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
@@ -199,6 +200,29 @@ def test_predict_names_known_digits(
     assert result.code == 0, result.err
     assert f"{files[first]} " in result.out
     assert "#1" in result.out and "#2" in result.out and "#3" not in result.out
+    assert result.out.startswith(f"model: {digits_model / 'model.safetensors'}\n")
+
+
+def test_predict_and_explain_name_the_version_a_reference_stands_for(
+    pomona, digits_model: Path, digits_folder: Path, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    registry.register(digits_model, "digits")
+    registry.register(digits_model, "digits")
+    registry.set_alias("digits", 1, "production")
+    image = next(digits_folder.rglob("*.png"))
+    for reference, named in [
+        ("digits@production", "digits@production = digits:1"),
+        ("digits", "digits = digits:2"),
+        ("digits:1", "digits:1"),
+    ]:
+        result = pomona("--registry", registry.uri, "predict", reference, image)
+        assert result.code == 0, result.err
+        assert result.out.startswith(f"model: {named}\n")
+    result = pomona("--registry", registry.uri, "explain", "digits@production", image,
+                    "--out", tmp_path / "overlays")  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.out.startswith("model: digits@production = digits:1\n")
 
 
 def test_predict_takes_folders(

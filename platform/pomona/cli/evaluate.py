@@ -70,6 +70,17 @@ def _model_dir(model: str, registry: str | None) -> Path:
     return resolve_model(model, session.open_registry(registry))
 
 
+def _named(model: str, registry: str | None) -> str:
+    """``model`` as typed, with the version a registry reference stands for now
+    (``digits@production = digits:1``); a path or URI as it is. Call it once ``model`` resolved."""
+    from pomona.location import is_uri
+
+    if is_uri(model) or Path(model).expanduser().exists():
+        return model
+    ref = session.open_registry(registry).get(model).ref
+    return model if model == ref else f"{model} = {ref}"
+
+
 def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
     from pomona.inference import load_for_inference
 
@@ -120,7 +131,7 @@ def evaluate_command(
             gallery_size=gallery,
             batch_size=batch_size,
             use_gpu=use_gpu,
-            model_name=model,
+            model_name=_named(model, registry),
             connect=connect,
             progress=update,
         )
@@ -190,6 +201,7 @@ def predict_command(
         ]
         typer.echo(json.dumps(payload, indent=2))
         return
+    console.print(f"model: {_named(model, registry)}", markup=False, soft_wrap=True)
     shown = min(top_k, card.num_classes)
     table = Table(Column("file", overflow="fold"), *(f"#{rank}" for rank in range(1, shown + 1)))
     for path, p in zip(images, predictions, strict=True):
@@ -217,6 +229,7 @@ def explain_command(
     network, card = _load(model, registry)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
+    console.print(f"model: {_named(model, registry)}", markup=False, soft_wrap=True)
     for image, prediction, path in zip(images, predictions, written, strict=True):
         console.print(
             f"{image}: {prediction.label} ({prediction.score:.1%}) -> {path}",
