@@ -75,6 +75,7 @@ def test_registry_flow(
         root,
     )
     assert result.code == 0, result.err
+    assert result.out.startswith("digits@canary = digits:2 (simple_cnn) on test of ")
     evaluated = json.loads((report / "report.json").read_text())
     assert evaluated["model"]["reference"] == "digits@canary"
     assert evaluated["model"]["directory"] == str(root / "digits" / "versions" / "2")

@@ -131,11 +131,11 @@ def evaluate_command(
             gallery_size=gallery,
             batch_size=batch_size,
             use_gpu=use_gpu,
-            model_name=_named(model, registry),
+            model_name=model,
             connect=connect,
             progress=update,
         )
-    _print_report(report, data)
+    _print_report(report, _named(model, registry), data)
     mistakes = report.count - report.correct
     console.print(
         f"report: {out / REPORT_FILE} ({min(gallery, mistakes)} of {mistakes} mistakes shown; "
@@ -145,10 +145,11 @@ def evaluate_command(
     )
 
 
-def _print_report(report: EvaluationReport, data: str) -> None:
-    # The model and the dataset as the user wrote them; report.json records resolved paths.
+def _print_report(report: EvaluationReport, model: str, data: str) -> None:
+    # The model (with the version a registry reference stands for) and the dataset as the user
+    # wrote them; report.json records the model's directory and weights' sha256.
     console.print(
-        f"{report.model.reference} ({report.model.architecture}) on {report.split} of "
+        f"{model} ({report.model.architecture}) on {report.split} of "
         f"{data}: {report.count} samples, {report.num_classes} classes",
         soft_wrap=True,
         markup=False,
