@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 import pomona
 from pomona.cluster.entrypoints import job_entrypoint
@@ -41,12 +41,22 @@ Variant = Literal["cpu", "gpu"]
 VARIANTS: tuple[Variant, ...] = ("cpu", "gpu")
 
 
-#: A repository as Docker names it: an optional registry host (and port), then lowercase path
-#: components; the tag is separate.
-_REPOSITORY = re.compile(
-    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
-)
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
+#: The image settings' rules, each a pattern and what a value of it is. A repository is named
+#: as Docker names it: an optional registry host (and port), then lowercase path components.
+_IMAGE_RULES = {
+    "image": (
+        re.compile(
+            r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+        ),
+        "a container repository: an optional registry host (and :port), then lowercase path "
+        "components of letters, digits, '.', '_' and '-' separated by '/' (e.g. "
+        "ghcr.io/team/pomona); the tag goes in --tag",
+    ),
+    "tag": (
+        re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}"),
+        "an image tag: up to 101 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+    ),
+}
 
 
 class K8sSettings(StrictModel):
@@ -89,26 +99,13 @@ class K8sSettings(StrictModel):
     serve_config: Path = Path("serve/pomona.yaml")
     dataset: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-    @field_validator("image")
+    @field_validator("image", "tag")
     @classmethod
-    def _repository(cls, image: str) -> str:
-        if not _REPOSITORY.fullmatch(image):
-            raise ValueError(
-                f"image {image!r} is not a container repository: an optional registry host "
-                "(and :port), then lowercase path components of letters, digits, '.', '_' and "
-                "'-' separated by '/' (e.g. ghcr.io/team/pomona); the tag goes in --tag"
-            )
-        return image
-
-    @field_validator("tag")
-    @classmethod
-    def _image_tag(cls, tag: str) -> str:
-        if not _TAG.fullmatch(tag):
-            raise ValueError(
-                f"tag {tag!r} is not an image tag: up to 101 letters, digits, '_', '.' and '-', "
-                "not starting with '.' or '-'"
-            )
-        return tag
+    def _image_part(cls, value: str, info: ValidationInfo) -> str:
+        pattern, rule = _IMAGE_RULES[info.field_name]
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{info.field_name} {value!r} is not {rule}")
+        return value
 
     @field_validator("storage")
     @classmethod
