@@ -24,7 +24,7 @@ from pomona.data.shards import MANIFEST_FILE, DatasetDir, open_dataset, shard_pa
 from pomona.errors import ConfigError
 from pomona.location import Location, as_location, is_uri
 from pomona.models.artifact import read_card
-from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights
+from pomona.models.card import CARD_FILE, WEIGHTS_FILE, InitialWeights, ModelCard
 from pomona.models.weights import (
     TORCHVISION_PREFIX,
     apply_pretrained,
@@ -144,13 +144,12 @@ def prepare_run(
     config = resolve_weights(config, registry)
     dataset = verify_dataset(config.data, dataset)
     manifest = dataset.manifest
+    # The best model a resumed run published so far (none before its first epoch).
+    card = read_card(run_dir) if resume and (run_dir / CARD_FILE).is_file() else None
     if resume:
-        check_resumable(run_dir, config, dataset.sha256)
-    if resume and (run_dir / CARD_FILE).is_file():
-        # The weights were checked when the run started; its checkpoints have replaced them.
-        initial_weights = read_card(run_dir).initial_weights
-    else:
-        initial_weights = check_weights(config, manifest)
+        check_resumable(run_dir, config, dataset.sha256, card)
+    # A resumed run's weights were checked when it started; its checkpoints have replaced them.
+    initial_weights = card.initial_weights if card is not None else check_weights(config, manifest)
     return PreparedRun(
         config=config,
         run_dir=run_dir,
@@ -166,10 +165,13 @@ def prepare_run(
 _FIXED_ON_RESUME = ("architecture", "freeze_backbone", "backbone_lr_scale")
 
 
-def check_resumable(run_dir: Location, config: TrainConfig, dataset_sha256: str) -> None:
+def check_resumable(
+    run_dir: Location, config: TrainConfig, dataset_sha256: str, card: ModelCard | None
+) -> None:
     """Refuse to resume the run in ``run_dir`` with ``config`` where its checkpoints could not
-    load: another network, or another dataset (by its manifest's sha256, so a moved copy of the
-    same dataset still resumes).
+    load: another network, or another dataset than the one its published model ``card`` records
+    (by its manifest's sha256, so a moved copy of the same dataset still resumes; with no card
+    yet, any dataset).
 
     Raises:
         ConfigError: a fixed model setting or the dataset differs from the run's.
@@ -185,9 +187,7 @@ def check_resumable(run_dir: Location, config: TrainConfig, dataset_sha256: str)
             f"cannot resume {run_dir} with {', '.join(changed)}: its checkpoints hold the "
             "run's network; resume without changing it, or start a new run with another --out"
         )
-    if not (run_dir / CARD_FILE).is_file():
-        return
-    trained_on = read_card(run_dir).dataset_sha256
+    trained_on = None if card is None else card.dataset_sha256
     if trained_on is not None and trained_on != dataset_sha256:
         raise ConfigError(
             f"cannot resume {run_dir} on {config.data}: the run was trained on another dataset "
