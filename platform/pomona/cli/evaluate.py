@@ -64,27 +64,21 @@ def _image_files(images: list[Path]) -> list[Path]:
     return files
 
 
-def _model_dir(model: str, registry: str | None) -> Path:
-    from pomona.registry import resolve_model
+def _resolve(model: str, registry: str | None) -> tuple[Path, str]:
+    """The local model directory of ``model``, and ``model`` as typed with the version a
+    registry reference stood for (``digits@production = digits:1``; a path or URI as it is)."""
+    from pomona.registry import resolve_reference
 
-    return resolve_model(model, session.open_registry(registry))
-
-
-def _named(model: str, registry: str | None) -> str:
-    """``model`` as typed, with the version a registry reference stands for now
-    (``digits@production = digits:1``); a path or URI as it is. Call it once ``model`` resolved."""
-    from pomona.location import is_uri
-
-    if is_uri(model) or Path(model).expanduser().exists():
-        return model
-    ref = session.open_registry(registry).get(model).ref
-    return model if model == ref else f"{model} = {ref}"
+    directory, version = resolve_reference(model, session.open_registry(registry))
+    return directory, model if version in (None, model) else f"{model} = {version}"
 
 
-def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard]:
+def _load(model: str, registry: str | None) -> tuple[nn.Module, ModelCard, str]:
+    """The network and card of ``model`` on the CPU, and its name as :func:`_resolve` gives it."""
     from pomona.inference import load_for_inference
 
-    return load_for_inference(_model_dir(model, registry), "cpu")
+    directory, named = _resolve(model, registry)
+    return *load_for_inference(directory, "cpu"), named
 
 
 def evaluate_command(
@@ -109,7 +103,7 @@ def evaluate_command(
     from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
     from pomona.location import is_uri
 
-    model_dir = _model_dir(model, registry)
+    model_dir, named = _resolve(model, registry)
     with progress_bar("evaluate") as bar:
         # The bar appears once the checks have passed and Ray starts, not before a mistake.
         task = TaskID(-1)
@@ -135,7 +129,7 @@ def evaluate_command(
             connect=connect,
             progress=update,
         )
-    _print_report(report, _named(model, registry), data)
+    _print_report(report, named, data)
     mistakes = report.count - report.correct
     console.print(
         f"report: {out / REPORT_FILE} ({min(gallery, mistakes)} of {mistakes} mistakes shown; "
@@ -187,7 +181,7 @@ def predict_command(
     from pomona.inference import predict_files
 
     images = _image_files(images)
-    network, card = _load(model, registry)
+    network, card, named = _load(model, registry)
     predictions = predict_files(network, card, images, top_k)
     if as_json:
         payload = [
@@ -202,7 +196,7 @@ def predict_command(
         ]
         typer.echo(json.dumps(payload, indent=2))
         return
-    console.print(f"model: {_named(model, registry)}", markup=False, soft_wrap=True)
+    console.print(f"model: {named}", markup=False, soft_wrap=True)
     shown = min(top_k, card.num_classes)
     table = Table(Column("file", overflow="fold"), *(f"#{rank}" for rank in range(1, shown + 1)))
     for path, p in zip(images, predictions, strict=True):
@@ -227,10 +221,10 @@ def explain_command(
     from pomona.inference import predict_files
 
     images = _image_files(images)
-    network, card = _load(model, registry)
+    network, card, named = _load(model, registry)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
-    console.print(f"model: {_named(model, registry)}", markup=False, soft_wrap=True)
+    console.print(f"model: {named}", markup=False, soft_wrap=True)
     for image, prediction, path in zip(images, predictions, written, strict=True):
         console.print(
             f"{image}: {prediction.label} ({prediction.score:.1%}) -> {path}",

@@ -13,6 +13,7 @@ returned: a path against its card's ``weights_sha256``, a registry version again
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from pomona.errors import ModelNotFoundError, RegistryError
 from pomona.location import Location, as_location, is_uri
@@ -28,8 +29,27 @@ _FORMS = (
 )
 
 
+class ResolvedModel(NamedTuple):
+    """What a MODEL reference stands for.
+
+    Attributes:
+        directory: the local model directory (see :func:`resolve_model`).
+        version: ``name:N`` when the reference was a registry reference (the version it
+            pointed at when resolved), None for a path or URI.
+    """
+
+    directory: Path
+    version: str | None
+
+
 def resolve_model(reference: str | Location, registry: Registry | None = None) -> Path:
-    """Find the local model directory ``reference`` stands for.
+    """Find the local model directory ``reference`` stands for (see :func:`resolve_reference`)."""
+    return resolve_reference(reference, registry).directory
+
+
+def resolve_reference(reference: str | Location, registry: Registry | None = None) -> ResolvedModel:
+    """Find the local model directory ``reference`` stands for, and the registry version it
+    named, if any.
 
     Args:
         reference: a directory holding ``model.json``, a ``model.safetensors``/``model.json``
@@ -41,7 +61,8 @@ def resolve_model(reference: str | Location, registry: Registry | None = None) -
 
     Returns:
         A directory with ``model.safetensors`` and ``model.json`` whose weights match their
-        recorded sha256 (the card's for a path, ``version.json``'s for a registry version).
+        recorded sha256 (the card's for a path, ``version.json``'s for a registry version), and
+        for a registry reference the ``name:N`` it pointed at.
 
     Raises:
         ConfigError: ``reference`` is a URI that cannot be opened.
@@ -57,18 +78,18 @@ def resolve_model(reference: str | Location, registry: Registry | None = None) -
                 location = location.parent
             if not (location / CARD_FILE).is_file():
                 raise ModelNotFoundError(f"{location} holds no {CARD_FILE}; {_FORMS}")
-            return cached_model(location)
+            return ResolvedModel(cached_model(location), None)
         reference = str(location.local)
     path = Path(reference).expanduser()
     if path.is_dir():
         if (path / CARD_FILE).is_file():
             check_model_dir(path)
-            return path
+            return ResolvedModel(path, None)
         raise ModelNotFoundError(f"{path} is a directory without {CARD_FILE}; {_FORMS}")
     if path.is_file():
         if path.name in (WEIGHTS_FILE, CARD_FILE):
             check_model_dir(path.parent)
-            return path.parent
+            return ResolvedModel(path.parent, None)
         raise ModelNotFoundError(
             f"{path} is neither {WEIGHTS_FILE} nor {CARD_FILE} of a model directory; {_FORMS}"
         )
@@ -81,7 +102,10 @@ def resolve_model(reference: str | Location, registry: Registry | None = None) -
             f"reference ({error})"
         ) from None
     try:
-        return registry.local_path(ref)
+        # Pinned to the version the reference points at now, so the directory is that version's
+        # even if an alias moves meanwhile.
+        version = registry.get(ref).ref
+        return ResolvedModel(registry.local_path(version), version)
     except ModelNotFoundError as error:
         raise ModelNotFoundError(
             f"model {reference!r} not found: no such file or directory, and {error}"

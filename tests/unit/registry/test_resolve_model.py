@@ -10,7 +10,7 @@ from support.fake_models import flip_byte, make_model_dir
 
 from pomona.errors import CheckpointError, ModelNotFoundError
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.registry import Registry, resolve_model
+from pomona.registry import Registry, resolve_model, resolve_reference
 
 
 @pytest.fixture
@@ -25,6 +25,7 @@ def registry(tmp_path: Path) -> Registry:
 def test_directories_and_model_files(tmp_path: Path, registry: Registry) -> None:
     run = make_model_dir(tmp_path / "run")
     assert resolve_model(str(run), registry) == run
+    assert resolve_reference(str(run), registry) == (run, None)  # a path names no version
     assert resolve_model(str(run / WEIGHTS_FILE), registry) == run
     assert resolve_model(str(run / CARD_FILE), registry) == run
     version_dir = Path(registry.uri) / "pets" / "versions" / "2"
@@ -36,6 +37,10 @@ def test_directories_and_model_files(tmp_path: Path, registry: Registry) -> None
     [("pets", 2), ("pets:latest", 2), ("pets:1", 1), ("pets:2", 2), ("pets@prod", 1)],
 )
 def test_registry_references(registry: Registry, reference: str, version: int) -> None:
+    assert resolve_reference(reference, registry) == (
+        Path(registry.uri) / "pets" / "versions" / str(version),
+        f"pets:{version}",
+    )
     assert resolve_model(reference, registry) == (
         Path(registry.uri) / "pets" / "versions" / str(version)
     )
