@@ -100,7 +100,7 @@ def demo_command(
             console.rule(f"[bold]{title}")
         console.print(f"$ pomona {shlex.join(args)}", style="dim", soft_wrap=True, markup=False)
         app(args=[*session.global_args(), *args], standalone_mode=False)
-    console.rule("[bold]Serve digits@production over HTTP with Ray Serve")
+    console.rule(f"[bold]Serve {_SERVED} over HTTP with Ray Serve")
     _serve_stage(registry, samples)
     console.rule("[bold]Done")
     console.print(
