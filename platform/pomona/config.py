@@ -58,32 +58,61 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(
+    error: ValidationError, source: str, flags: Mapping[str, str] | None = None
+) -> str:
     """One readable line per problem: ``key.path: message (got value)``, under ``invalid
     source:``. A check of several fields together (a model validator) names no key, and the
-    message a validator raised is shown without pydantic's ``Value error,`` prefix."""
-    lines = []
+    message a validator raised is shown without pydantic's ``Value error,`` prefix.
+
+    ``flags`` maps a dotted key to the command-line flag its value came from: a problem there is
+    named by that flag, as the user typed it (``--lr`` rather than ``learning_rate``), and one
+    deeper inside it by the flag and the rest of its key (``--split (train)``).
+    """
+    lines: list[str] = []
     for problem in error.errors():
-        where = ".".join(str(p) for p in problem["loc"])
+        where = _where(tuple(str(part) for part in problem["loc"]), flags or {})
         message = problem["msg"]
         if problem["type"] == "value_error":
             message = message.removeprefix("Value error, ")
-        if not where:
+        if where:
+            got = problem.get("input")
+            named = isinstance(got, str) and repr(got) in message  # the validator quoted it
+            shown = "" if isinstance(got, dict) or named else f" (got {got!r})"
+            message = f"{where}: {message}{shown}"
+        if message not in lines:  # two keys from one flag (--image-size) can fail alike
             lines.append(message)
-            continue
-        got = problem.get("input")
-        named = isinstance(got, str) and repr(got) in message  # the validator quoted it
-        shown = "" if isinstance(got, dict) or named else f" (got {got!r})"
-        lines.append(f"{where}: {message}{shown}")
     return f"invalid {source}:\n  " + "\n  ".join(lines)
 
 
-def validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
-    """Validate ``data`` as ``model``, turning pydantic's error into a :class:`ConfigError`."""
+def _where(loc: tuple[str, ...], flags: Mapping[str, str]) -> str:
+    """``loc`` as a dotted key, or as the flag that set it or one of its parents."""
+    for end in range(len(loc), 0, -1):
+        flag = flags.get(".".join(loc[:end]))
+        if flag is not None:
+            rest = ".".join(loc[end:])
+            return f"{flag} ({rest})" if rest else flag
+    return ".".join(loc)
+
+
+def flag_of(key: str) -> str:
+    """The flag named after a dotted config key's last part: ``train.num_workers`` ->
+    ``--num-workers``."""
+    return "--" + key.rpartition(".")[2].replace("_", "-")
+
+
+def validate(
+    model: type[M],
+    data: Mapping[str, Any],
+    source: str,
+    flags: Mapping[str, str] | None = None,
+) -> M:
+    """Validate ``data`` as ``model``, turning pydantic's error into a :class:`ConfigError`
+    (``flags`` as in :func:`format_validation_error`)."""
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source, flags)) from None
 
 
 class TextFile(Protocol):
@@ -100,6 +129,7 @@ def load_config(
     path: str | Path | TextFile | None = None,
     overrides: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> M:
     """Load a config: YAML file (optional), then ``--set`` overrides, then explicit flag values.
 
@@ -110,6 +140,8 @@ def load_config(
         overrides: ``key=value`` strings, dotted keys for nested fields.
         flags: already-typed values (dotted keys allowed) that win over the file and ``--set``;
             ``None`` values are ignored so unset CLI flags do not clobber the file.
+        flag_names: the flag of each key in ``flags`` not named as :func:`flag_of` names it
+            (``{"learning_rate": "--lr"}``); an invalid value a flag gave is reported by its flag.
 
     Raises:
         ConfigError: the file is missing or not a mapping, or the result does not validate.
@@ -128,12 +160,12 @@ def load_config(
             )
         data = loaded
     data = deep_merge(data, parse_overrides(overrides))
-    if flags:
-        pairs = {k: v for k, v in flags.items() if v is not None}
-        for key, value in pairs.items():
-            node = data
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return validate(model, data, source)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    for key, value in given.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    names = {key: (flag_names or {}).get(key) or flag_of(key) for key in given}
+    return validate(model, data, source, names)

@@ -54,9 +54,10 @@ def test_digits_ingest_inspect(pomona, tmp_path: Path) -> None:
     [
         (("ingest", "{tmp}/missing", "{tmp}/out"), "does not exist"),
         (("ingest", "{tmp}", "{tmp}/out", "--split", "0.5,0.5"), "three comma-separated"),
-        (("ingest", "{tmp}", "{tmp}/out", "--split", "0.5,0.3,0.3"), "sum to 1"),
+        (("ingest", "{tmp}", "{tmp}/out", "--split", "0.5,0.3,0.3"), "--split: split fractions"),
         (("ingest", "{tmp}", "{tmp}/out", "--image-size", "big"), "--image-size takes N or HxW"),
-        (("ingest", "{tmp}", "{tmp}/out", "--channels", "2"), "channels"),
+        (("ingest", "{tmp}", "{tmp}/out", "--channels", "2"), "--channels: Input should be 1 or 3"),
+        (("ingest", "{tmp}", "{tmp}/out", "--image-size", "0"), "--image-size: Input should be"),
         (("data", "inspect", "{tmp}"), "is not a pomona dataset"),
     ],
 )

@@ -30,7 +30,10 @@ QUICK = ("--data", "d", "--out", "{tmp}/sweep")
         ((*QUICK, "--space", "loguniform(0.1, 1)"), "--space expects key=kind(args)"),
         ((*QUICK, "--space", "momentum=grid(0.5, 1.5)"), "space momentum=1.5"),
         ((*QUICK, "--space", "lrate=choice(0.1, 0.2)"), "'lrate' is not a training setting"),
-        ((*QUICK, "--space", "lr=choice(0.1)", "--scheduler", "hyperband"), "scheduler.name"),
+        (
+            (*QUICK, "--space", "lr=choice(0.1)", "--scheduler", "hyperband"),
+            "--scheduler: Input should be",
+        ),
         ((*QUICK, "--space", "lr=choice(0.1)", "--register", "Bad Name"), "Bad Name"),
         (("--data", "d", "--out", "{tmp}/existing", "--space", "lr=choice(0.1)"), "already exists"),
         (("--resume", "{tmp}/existing"), "holds no sweep.yaml"),

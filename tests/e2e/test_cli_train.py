@@ -39,7 +39,8 @@ class Payload:
         (("--data", "{tmp}/nowhere", "--out", "{tmp}/run"), "is not a pomona dataset"),
         (("--data", "{tmp}/no_val", "--out", "{tmp}/run"), "no rows in split 'val'"),
         (("--data", "{tmp}/format_1", "--out", "{tmp}/run"), "ingest the images again: `pomona"),
-        (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "model.head"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "--head: Input should be"),
+        (("--data", "d", "--out", "{tmp}/run", "--lr", "-1"), "--lr: Input should be greater"),
         (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "needs model.weights"),
     ],
 )

@@ -51,3 +51,34 @@ def test_errors_name_the_key_and_value(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(TrainConfig, tmp_path / "list.yaml")
+
+
+def test_errors_name_the_flag_that_gave_the_value() -> None:
+    """A bad value from a flag is named by that flag; one from --set by its key."""
+    flags = {"data": "d", "out": "o", "learning_rate": -1.0, "num_workers": 0, "epochs": 0}
+    with pytest.raises(ConfigError) as error:
+        load_config(TrainConfig, None, ["momentum=-1"], flags, {"learning_rate": "--lr"})
+    lines = str(error.value).splitlines()[1:]
+    assert "  --lr: Input should be greater than 0 (got -1.0)" in lines
+    assert "  --num-workers: Input should be greater than 0 (got 0)" in lines  # flag_of's name
+    assert "  --epochs: Input should be greater than 0 (got 0)" in lines
+    assert any(line.startswith("  momentum: ") for line in lines)
+
+
+def test_a_flag_names_the_keys_below_it_and_is_reported_once() -> None:
+    from pomona.data.ingest import IngestConfig
+
+    flags = {
+        "src": "s",
+        "out": "o",
+        "preprocessing.height": 0,
+        "preprocessing.width": 0,
+        "split": {"train": 0.5, "val": 0.5, "test": "x"},
+    }
+    names = {"preprocessing.height": "--image-size", "preprocessing.width": "--image-size"}
+    with pytest.raises(ConfigError) as error:
+        load_config(IngestConfig, flags=flags, flag_names=names)
+    lines = str(error.value).splitlines()[1:]
+    assert lines.count("  --image-size: Input should be greater than 0 (got 0)") == 1
+    split = "  --split (test): Input should be a valid number"
+    assert any(line.startswith(split) for line in lines)

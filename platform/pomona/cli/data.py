@@ -11,7 +11,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from pomona.cli.console import console, progress_bar
-from pomona.config import validate
+from pomona.config import load_config
 from pomona.data.demo import ImageFormat, Layout, write_digits
 from pomona.data.discover import LabelFrom
 from pomona.data.ingest import IngestConfig, ingest
@@ -50,6 +50,15 @@ def digits(
     console.print(f"wrote {count} {image_format} images of 10 classes to {out} ({layout} layout)")
 
 
+# The options not named after their key's last part (pomona.config.flag_of).
+_FLAG_NAMES = {
+    "src": "SRC",
+    "out": "OUT",
+    "preprocessing.height": "--image-size",
+    "preprocessing.width": "--image-size",
+}
+
+
 def ingest_command(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="Labelled image folder.")],
     out: Annotated[
@@ -80,10 +89,13 @@ def ingest_command(
         raise ConfigError(
             f"--split takes three comma-separated fractions (train,val,test), got {split!r}"
         )
-    values = {
+    flags = {
         "src": src,
         "out": out,
-        "preprocessing": {"height": height, "width": width, "channels": channels, "resize": resize},
+        "preprocessing.height": height,
+        "preprocessing.width": width,
+        "preprocessing.channels": channels,
+        "preprocessing.resize": resize,
         "split": dict(zip(SPLITS, fractions, strict=True)),
         "seed": seed,
         "shard_rows": shard_rows,
@@ -92,9 +104,7 @@ def ingest_command(
         "max_pixels": max_pixels,
         "overwrite": overwrite,
     }
-    config = validate(
-        IngestConfig, {k: v for k, v in values.items() if v is not None}, "ingest options"
-    )
+    config = load_config(IngestConfig, flags=flags, flag_names=_FLAG_NAMES)
     with progress_bar("ingest") as bar:
         # Created at the first report, once the checks passed and the files are found: a
         # mistake prints its error line without an empty bar above it.

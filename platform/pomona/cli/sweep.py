@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 _REFRESH_S = 1.0
 
 
+# The flags not named after their key's last part (pomona.config.flag_of).
+_FLAG_NAMES = {
+    "train.model.architecture": "--model",
+    "train.num_workers": "--workers",
+    "concurrent_trials": "--concurrent",
+    "scheduler.name": "--scheduler",
+}
+
+
 def sweep_command(
     config_file: Annotated[
         Path | None, typer.Argument(metavar="CONFIG", help="YAML SweepConfig (optional).")
@@ -104,7 +113,7 @@ def sweep_command(
             "seed": seed,
             "space": dict(parse_space_flag(flag) for flag in space) if space else None,
         }
-        config = load_config(SweepConfig, config_file, overrides or (), flags)
+        config = load_config(SweepConfig, config_file, overrides or (), flags, _FLAG_NAMES)
         check_sweep_dir(config.out, resume=False)  # fail before starting Ray
     read_manifest(config.train.data)  # a missing dataset fails here, not in every trial
     results = _run_and_show(config, resume=resume is not None)

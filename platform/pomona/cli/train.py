@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from pomona.train.config import TrainConfig
 
 
+# The flags not named after their key's last part (pomona.config.flag_of).
+_FLAG_NAMES = {"model.architecture": "--model", "learning_rate": "--lr", "num_workers": "--workers"}
+
+
 def train_command(
     config_file: Annotated[
         Path | None, typer.Argument(metavar="CONFIG", help="YAML TrainConfig (optional).")
@@ -84,7 +88,7 @@ def train_command(
         if out is not None:
             raise ConfigError("--resume continues RUN in place; do not pass --out as well")
         config_file, flags["out"] = check_run_dir(resume, resume=True) / CONFIG_FILE, resume
-    config = load_config(TrainConfig, config_file, overrides or (), flags)
+    config = load_config(TrainConfig, config_file, overrides or (), flags, _FLAG_NAMES)
     _run_and_show(config, resume=resume is not None)
 
 
