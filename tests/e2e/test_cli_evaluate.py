@@ -235,10 +235,13 @@ def test_predict_takes_folders(
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(file.read_bytes())
     (folder / ".DS_Store").write_bytes(b"litter")
+    (folder / "nested" / "notes.txt").write_text("not an image")
     extra = next(iter(files))
 
     result = pomona("predict", digits_model, extra, folder, "--top-k", "1", "--json")
     assert result.code == 0, result.err
+    notes = folder / "nested" / "notes.txt"
+    assert result.err == f"skipped 1 file that is not an image: {notes}\n"
     payload = json.loads(result.out)
     below = sorted(p for p in folder.rglob("*.png"))
     assert [Path(item["path"]) for item in payload] == [extra, *below]
@@ -249,6 +252,11 @@ def test_predict_takes_folders(
     result = pomona("predict", digits_model, tmp_path / "empty")
     assert result.code == 2
     assert "empty holds no files: expected image files" in result.err
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("a")
+    result = pomona("predict", digits_model, tmp_path / "texts")
+    assert result.code == 2
+    assert f"folder {tmp_path / 'texts'} holds no image files, only " in result.err
 
 
 def test_explain_writes_overlays(

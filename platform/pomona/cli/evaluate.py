@@ -16,8 +16,9 @@ from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Column, Table
 
-from pomona.cli.console import console, progress_bar
+from pomona.cli.console import console, err_console, progress_bar
 from pomona.cli.session import session
+from pomona.errors import DatasetError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,20 +49,43 @@ ImagesArgument = Annotated[
 
 
 def _image_files(images: list[Path]) -> list[Path]:
-    """``images`` with each folder replaced by the files below it, litter skipped, sorted.
+    """``images`` with each folder replaced by the image files below it, sorted; litter and
+    the files in a folder that are not images are skipped, the latter with a note on stderr.
 
     Raises:
-        DatasetError: a folder holds no files.
+        DatasetError: a folder holds no image files.
     """
     from pomona.data.discover import walk_files
+    from pomona.data.images import is_image
 
     files: list[Path] = []
+    skipped: list[Path] = []
     for path in images:
-        if path.is_dir():
-            files += [path / rel for rel in walk_files(path, "image files")[0]]
-        else:
-            files.append(path)
+        if not path.is_dir():
+            files.append(path)  # named by the user: an error if it is not an image
+            continue
+        found: list[Path] = []
+        others: list[Path] = []
+        for rel in walk_files(path, "image files")[0]:
+            (found if is_image(path / rel) else others).append(path / rel)
+        if not found:
+            raise DatasetError(f"folder {path} holds no image files, only {_some(others)}")
+        files += found
+        skipped += others
+    if skipped:
+        what = "file that is not an image" if len(skipped) == 1 else "files that are not images"
+        err_console.print(
+            f"skipped {len(skipped)} {what}: {_some(skipped)}",
+            soft_wrap=True,
+            markup=False,
+        )
     return files
+
+
+def _some(paths: list[Path], shown: int = 3) -> str:
+    """The first few of ``paths``, and how many more there are."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(str(path) for path in paths[:shown]) + more
 
 
 def _resolve(model: str, registry: str | None) -> tuple[Path, str]:
