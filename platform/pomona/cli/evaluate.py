@@ -42,7 +42,7 @@ ImagesArgument = Annotated[
     list[Path],
     typer.Argument(
         metavar="IMAGE",
-        help="Image files, or folders of them (every file below, in path order).",
+        help="Image files, or folders of them (every image file below, in path order).",
         show_default=False,
     ),
 ]
