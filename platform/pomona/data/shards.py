@@ -117,8 +117,14 @@ def read_manifest(dataset_dir: DatasetDir) -> Manifest:
         ConfigError: ``dataset_dir`` is a URI pyarrow cannot open.
         DatasetError: the directory is not an ingested pomona dataset or the manifest is invalid.
     """
-    path = as_location(dataset_dir) / MANIFEST_FILE
+    location = as_location(dataset_dir)
+    path = location / MANIFEST_FILE
     if not path.is_file():
+        if location.name == MANIFEST_FILE and location.is_file():
+            folder = str(dataset_dir).rstrip("/").removesuffix(MANIFEST_FILE).rstrip("/") or "."
+            raise DatasetError(
+                f"{dataset_dir} is a dataset's manifest: pass the dataset's folder, {folder}"
+            )
         raise DatasetError(
             f"{dataset_dir} is not a pomona dataset (no {MANIFEST_FILE}); create one with "
             "`pomona ingest SRC OUT`"

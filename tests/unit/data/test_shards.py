@@ -12,7 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from support.corrupt import dataset_with_flipped_shard
 
-from pomona.data.shards import MANIFEST_FILE, image_array, open_dataset, write_shard
+from pomona.data.shards import (
+    MANIFEST_FILE,
+    image_array,
+    open_dataset,
+    read_manifest,
+    write_shard,
+)
 from pomona.errors import DatasetError
 
 
@@ -94,3 +100,15 @@ def test_a_dataset_of_the_old_format_says_to_ingest_again(
     assert "\n" not in message
     assert "older pomona (dataset format 1" in message
     assert f"`pomona ingest {manifest['source']} {copy} --overwrite`" in message
+
+
+def test_a_manifest_given_for_its_dataset_names_the_folder(digits_dataset: Path) -> None:
+    for given, folder in [
+        (f"{digits_dataset}/{MANIFEST_FILE}", str(digits_dataset)),
+        (f"file://{digits_dataset}/{MANIFEST_FILE}/", f"file://{digits_dataset}"),
+    ]:
+        with pytest.raises(DatasetError) as raised:
+            read_manifest(given)
+        assert str(raised.value) == (
+            f"{given} is a dataset's manifest: pass the dataset's folder, {folder}"
+        )
