@@ -110,7 +110,11 @@ def exclusive_writer(final: str | Path) -> Iterator[None]:
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.with_name(f".{final.name}.lock")
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # named by what the user asked for, not the hidden lock file
+            reason = f"cannot be created ({error.strerror})"
+            raise OSError(error.errno, reason, str(final)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

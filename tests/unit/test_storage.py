@@ -33,3 +33,11 @@ def test_one_writer_at_a_time_and_no_lock_file_left(tmp_path: Path) -> None:
     with exclusive_writer(target):
         pass
     assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_a_lock_that_cannot_be_made_is_reported_for_the_target(tmp_path: Path) -> None:
+    (tmp_path / ".ds.lock").mkdir()  # what the lock file must be, as a folder: open fails
+    with pytest.raises(OSError) as raised, exclusive_writer(tmp_path / "ds"):
+        pass
+    assert raised.value.filename == str(tmp_path / "ds")
+    assert raised.value.strerror.startswith("cannot be created (")
