@@ -236,14 +236,19 @@ def test_predict_takes_folders(
         copy.write_bytes(file.read_bytes())
     (folder / ".DS_Store").write_bytes(b"litter")
     (folder / "nested" / "notes.txt").write_text("not an image")
+    whole = next(iter(files)).read_bytes()
+    (folder / "9_cut.png").write_bytes(whole[: len(whole) // 2])
     extra = next(iter(files))
 
     result = pomona("predict", digits_model, extra, folder, "--top-k", "1", "--json")
     assert result.code == 0, result.err
-    notes = folder / "nested" / "notes.txt"
-    assert result.err == f"skipped 1 file that is not an image: {notes}\n"
+    notes, cut = folder / "nested" / "notes.txt", folder / "9_cut.png"
+    assert result.err.startswith(
+        f"skipped 2 files that are not usable images: {cut} (corrupt or truncated: "
+    )
+    assert f", {notes} (not an image (unrecognised format))\n" in result.err
     payload = json.loads(result.out)
-    below = sorted(p for p in folder.rglob("*.png"))
+    below = sorted(p for p in folder.rglob("*.png") if p != cut)
     assert [Path(item["path"]) for item in payload] == [extra, *below]
     for item in payload[1:]:
         assert item["predictions"][0]["label"] == Path(item["path"]).stem.split("_")[0]
@@ -256,7 +261,7 @@ def test_predict_takes_folders(
     (tmp_path / "texts" / "a.txt").write_text("a")
     result = pomona("predict", digits_model, tmp_path / "texts")
     assert result.code == 2
-    assert f"folder {tmp_path / 'texts'} holds no image files, only " in result.err
+    assert f"folder {tmp_path / 'texts'} holds no usable images: " in result.err
 
 
 def test_explain_writes_overlays(

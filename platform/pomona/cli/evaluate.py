@@ -23,6 +23,7 @@ from pomona.errors import DatasetError
 if TYPE_CHECKING:
     from torch import nn
 
+    from pomona.data.manifest import Preprocessing
     from pomona.evaluate.report import EvaluationReport
     from pomona.models.card import ModelCard
 
@@ -48,44 +49,53 @@ ImagesArgument = Annotated[
 ]
 
 
-def _image_files(images: list[Path]) -> list[Path]:
-    """``images`` with each folder replaced by the image files below it, sorted; litter and
-    the files in a folder that are not images are skipped, the latter with a note on stderr.
+def _image_files(images: list[Path], spec: Preprocessing) -> list[Path]:
+    """``images`` with each folder replaced by the usable images below it, sorted.
+
+    Litter is skipped silently. A file in a folder that is not a usable image (text, empty,
+    truncated) is skipped with a note on stderr, as ingest rejects it; found by decoding it once
+    here, so a folder's broken file never stops the command midway. A file named on the command
+    line is kept, and loading it reports it.
 
     Raises:
-        DatasetError: a folder holds no image files.
+        DatasetError: a folder holds no usable images.
     """
     from pomona.data.discover import walk_files
-    from pomona.data.images import is_image
+    from pomona.data.images import ImageRejected, load
 
     files: list[Path] = []
-    skipped: list[Path] = []
+    skipped: list[str] = []
     for path in images:
         if not path.is_dir():
-            files.append(path)  # named by the user: an error if it is not an image
+            files.append(path)
             continue
         found: list[Path] = []
-        others: list[Path] = []
-        for rel in walk_files(path, "image files")[0]:
-            (found if is_image(path / rel) else others).append(path / rel)
+        for file in (path / rel for rel in walk_files(path, "image files")[0]):
+            try:
+                load(file, spec)
+            except (ImageRejected, OSError) as error:
+                skipped.append(f"{file} ({error})")
+            else:
+                found.append(file)
         if not found:
-            raise DatasetError(f"folder {path} holds no image files, only {_some(others)}")
+            raise DatasetError(f"folder {path} holds no usable images: {_some(skipped)}")
         files += found
-        skipped += others
     if skipped:
-        what = "file that is not an image" if len(skipped) == 1 else "files that are not images"
+        what = (
+            "file that is not a usable image"
+            if len(skipped) == 1
+            else "files that are not usable images"
+        )
         err_console.print(
-            f"skipped {len(skipped)} {what}: {_some(skipped)}",
-            soft_wrap=True,
-            markup=False,
+            f"skipped {len(skipped)} {what}: {_some(skipped)}", soft_wrap=True, markup=False
         )
     return files
 
 
-def _some(paths: list[Path], shown: int = 3) -> str:
-    """The first few of ``paths``, and how many more there are."""
-    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(str(path) for path in paths[:shown]) + more
+def _some(items: list[str], shown: int = 3) -> str:
+    """The first few of ``items``, and how many more there are."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 def _resolve(model: str, registry: str | None) -> tuple[Path, str]:
@@ -204,8 +214,8 @@ def predict_command(
     """Print the top-k classes of each image file with their probabilities."""
     from pomona.inference import predict_files
 
-    images = _image_files(images)
     network, card, named = _load(model, registry)
+    images = _image_files(images, card.preprocessing)
     predictions = predict_files(network, card, images, top_k)
     if as_json:
         payload = [
@@ -244,8 +254,8 @@ def explain_command(
     from pomona.evaluate.explain import explain_files
     from pomona.inference import predict_files
 
-    images = _image_files(images)
     network, card, named = _load(model, registry)
+    images = _image_files(images, card.preprocessing)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
     console.print(f"model: {named}", markup=False, soft_wrap=True)

@@ -80,18 +80,6 @@ def load(path: str | Path, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PI
     return preprocess(Path(path).read_bytes(), spec, max_pixels)
 
 
-def is_image(path: str | Path) -> bool:
-    """Whether the file starts as an image format PIL reads: only its header is read, nothing
-    is decoded. A file that cannot be read counts as an image, so that loading it reports why."""
-    try:
-        with Image.open(path):
-            return True
-    except UnidentifiedImageError:
-        return False
-    except (OSError, SyntaxError, ValueError, EOFError):
-        return True
-
-
 def _cover_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
     """Smallest (w, h) at the source aspect ratio that still covers the target."""
     width, height = size

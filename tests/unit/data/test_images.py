@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 from support.images import bomb_png, gradient, png_bytes
 
-from pomona.data.images import ImageRejected, is_image, preprocess
+from pomona.data.images import ImageRejected, preprocess
 from pomona.data.manifest import Preprocessing
 
 RGB8 = Preprocessing(height=8, width=8, channels=3)
@@ -114,17 +113,6 @@ def test_truncated_image_rejected() -> None:
     data = encode(Image.fromarray(gradient(64, 64)), "JPEG", quality=95)
     with pytest.raises(ImageRejected, match="corrupt or truncated"):
         preprocess(data[: len(data) // 2], RGB8)
-
-
-def test_is_image_reads_the_header_only(tmp_path: Path) -> None:
-    """An image, even a truncated one, is an image; text is not; an unreadable file is left
-    for loading to report."""
-    whole = encode(Image.fromarray(gradient(64, 64)), "JPEG", quality=95)
-    files = {"whole.jpg": whole, "half.jpg": whole[: len(whole) // 2], "notes.txt": b"hi\n"}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    assert [is_image(tmp_path / name) for name in files] == [True, True, False]
-    assert is_image(tmp_path / "missing.png")
 
 
 def test_pixel_limit_checked_before_decoding() -> None:
