@@ -63,8 +63,11 @@ def check_run_dir(out: str, *, resume: bool) -> Location:
 
 
 def write_config(run_dir: Path | Location, config: TrainConfig) -> None:
-    """Save the resolved config as YAML."""
-    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """Save the resolved config as YAML, its dataset and run directory as absolute paths or
+    URIs, so that ``train --resume`` works from any working directory."""
+    saved = config.model_dump(mode="json")
+    saved["data"], saved["out"] = str(as_location(config.data)), str(as_location(run_dir))
+    text = yaml.safe_dump(saved, sort_keys=False)
     (as_location(run_dir) / CONFIG_FILE).write_text(text)
 
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support.fake_models import make_model_dir
 
 from pomona.models.artifact import read_card
+from pomona.train.config import TrainConfig
 from pomona.train.run_dir import (
     BEST_DIR,
     METRIC_COLUMNS,
     discard_if_unstarted,
     publish_best,
+    read_config,
     read_metrics,
     record_epoch,
+    write_config,
 )
 
 
@@ -123,3 +127,15 @@ def test_a_local_run_is_its_own_staging(tmp_path: Path) -> None:
     files = RunFiles(as_location(tmp_path))
     assert files.directory() == tmp_path
     files.sync(["metrics.csv"])  # nothing to upload, and no file needed
+
+
+def test_the_saved_config_holds_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started with relative paths resumes from any other working directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    write_config(Path("run"), TrainConfig(data="ds", out="run", epochs=3))
+    monkeypatch.chdir("/")
+    saved = read_config(tmp_path / "run")
+    assert (saved.data, saved.out, saved.epochs) == (str(tmp_path / "ds"), str(tmp_path / "run"), 3)
