@@ -24,7 +24,7 @@ from torch import nn
 from pomona.errors import CheckpointError
 from pomona.models.artifact import load_model, read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
-from pomona.models.zoo import get_spec, unwrap
+from pomona.models.zoo import ARCHITECTURES, build_model, get_spec, unwrap
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -133,6 +133,22 @@ def load_state_dict_file(source: str | Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(
         f"weights {path} have an unknown extension {path.suffix!r}; {_SOURCES_HINT}"
     )
+
+
+def _architecture_named(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The architecture whose tensor names ``state_dict`` has, head aside; None if none.
+
+    Each network is built on the meta device: no memory, no initialisation.
+    """
+    for architecture, spec in ARCHITECTURES.items():
+        with torch.device("meta"):
+            names = build_model(architecture, num_classes=2, in_channels=3).state_dict().keys()
+        head = f"{spec.head}."
+        if {k for k in names if not k.startswith(head)} == {
+            k for k in state_dict if not k.startswith(head)
+        }:
+            return architecture
+    return None
 
 
 def source_classes(source: str | Path) -> list[str] | None:
@@ -319,6 +335,12 @@ def apply_pretrained(
             else:
                 problems.append(f"missing {key}")
     if problems:
+        named_as = _architecture_named(state_dict)
+        if named_as is not None and named_as != architecture:
+            raise CheckpointError(
+                f"pretrained weights do not fit {architecture}: they are {named_as} weights; "
+                f"fine-tune them with --model {named_as} (model.architecture)"
+            )
         more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
         raise CheckpointError(
             f"pretrained weights do not fit {architecture}: "

@@ -94,8 +94,12 @@ def test_weights_torch_load_refuses_fail_on_one_line(tmp_path: Path, digits_data
 def test_weights_of_another_architecture_are_refused(tmp_path: Path, digits_dataset: Path) -> None:
     path = tmp_path / "resnet.pt"
     torch.save(build_model("resnet18", 10, 1).state_dict(), path)
-    with pytest.raises(CheckpointError, match="do not fit simple_cnn"):
+    with pytest.raises(CheckpointError) as raised:
         prepare_run(config(digits_dataset, tmp_path / "run", weights=str(path)))
+    assert str(raised.value) == (
+        "pretrained weights do not fit simple_cnn: they are resnet18 weights; fine-tune them "
+        "with --model resnet18 (model.architecture)"
+    )
 
 
 def test_a_flipped_shard_byte_is_refused(tmp_path: Path, digits_dataset: Path) -> None:
