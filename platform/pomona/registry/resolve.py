@@ -55,7 +55,7 @@ def resolve_reference(reference: str | Location, registry: Registry | None = Non
         reference: a directory holding ``model.json``, a ``model.safetensors``/``model.json``
             file (either as a local path or a URI or location; a remote one is downloaded into
             the local cache, see :func:`pomona.registry.cache.cached_model`), or a registry
-            reference.
+            reference. A path wins over a registry name, except a folder without ``model.json``.
         registry: where registry references are looked up; None uses the default registry
             (``$POMONA_REGISTRY`` or ``~/.pomona/registry``).
 
@@ -85,7 +85,14 @@ def resolve_reference(reference: str | Location, registry: Registry | None = Non
         if (path / CARD_FILE).is_file():
             check_model_dir(path)
             return ResolvedModel(path, None)
-        raise ModelNotFoundError(f"{path} is a directory without {CARD_FILE}; {_FORMS}")
+        # No model here: a folder that shares a registered model's name (``shapes``, the images
+        # of the model ``shapes``) does not hide that model.
+        try:
+            return _registered(reference, registry)
+        except (RegistryError, ModelNotFoundError):
+            raise ModelNotFoundError(
+                f"{path} is a directory without {CARD_FILE}; {_FORMS}"
+            ) from None
     if path.is_file():
         if path.name in (WEIGHTS_FILE, CARD_FILE):
             check_model_dir(path.parent)
@@ -93,20 +100,27 @@ def resolve_reference(reference: str | Location, registry: Registry | None = Non
         raise ModelNotFoundError(
             f"{path} is neither {WEIGHTS_FILE} nor {CARD_FILE} of a model directory; {_FORMS}"
         )
-    registry = registry if registry is not None else Registry()
     try:
-        ref = parse_ref(reference)
+        return _registered(reference, registry)
     except RegistryError as error:
         raise ModelNotFoundError(
             f"model {reference!r} not found: no such file or directory, and not a registry "
             f"reference ({error})"
         ) from None
-    try:
-        # Pinned to the version the reference points at now, so the directory is that version's
-        # even if an alias moves meanwhile.
-        version = registry.get(ref).ref
-        return ResolvedModel(registry.local_path(version), version)
     except ModelNotFoundError as error:
         raise ModelNotFoundError(
             f"model {reference!r} not found: no such file or directory, and {error}"
         ) from None
+
+
+def _registered(reference: str, registry: Registry | None) -> ResolvedModel:
+    """The registry version ``reference`` points at now, pinned: the directory stays that
+    version's even if an alias moves meanwhile.
+
+    Raises:
+        RegistryError: ``reference`` is not a registry reference.
+        ModelNotFoundError: it names no registered version.
+    """
+    registry = registry if registry is not None else Registry()
+    version = registry.get(parse_ref(reference)).ref
+    return ResolvedModel(registry.local_path(version), version)

@@ -61,7 +61,9 @@ def test_default_registry_comes_from_the_environment(
     assert resolve_model("pets@prod") == Path(registry.uri) / "pets" / "versions" / "1"
 
 
-def test_failures_say_what_was_tried(tmp_path: Path, registry: Registry) -> None:
+def test_failures_say_what_was_tried(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model("ghost", registry)
     assert str(error.value) == (
@@ -81,6 +83,10 @@ def test_failures_say_what_was_tried(tmp_path: Path, registry: Registry) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match=r"is a directory without model\.json"):
         resolve_model(str(tmp_path / "empty"), registry)
+    # A folder named as a registered model (its images, say) does not hide the model.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pets").mkdir()
+    assert resolve_model("pets", registry) == Path(registry.uri) / "pets" / "versions" / "2"
     (tmp_path / "weights.pt").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match=r"is neither model\.safetensors nor model\.json"):
         resolve_model(str(tmp_path / "weights.pt"), registry)
