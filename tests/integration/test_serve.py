@@ -437,6 +437,13 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
             415,
         ),
         ("no file field", "post", predict, {"files": {"other": ("a.png", good)}}, 422),
+        (
+            "a bad part",
+            "post",
+            predict + "/batch",
+            {"files": [("files", ("a.png", good)), ("files", ("notes.txt", b"hello"))]},
+            422,
+        ),
         ("unknown model", "post", "/v1/models/cats/predict", {"data": good, "headers": png}, 404),
         ("unknown version", "post", predict + "?version=9", {"data": good, "headers": png}, 404),
         ("unknown alias", "post", predict + "?alias=beta", {"data": good, "headers": png}, 404),
@@ -492,5 +499,6 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
         messages["version twice"]
         == "version=1 and alias=production each pin a version: give only one"
     )
+    assert messages["a bad part"] == "files[1] 'notes.txt': not an image (unrecognised format)"
     assert messages["unknown route"] == "GET /v1/nothing: Not Found; the routes are listed at /docs"
     assert messages["wrong method"] == f"GET {predict}: Method Not Allowed; use POST"

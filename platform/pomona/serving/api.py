@@ -392,22 +392,24 @@ class Api:
         return self._versions[ref.name, number]
 
     async def _images(self, request: Request, card: ModelCard, field: str) -> np.ndarray:
-        payloads = await self._payloads(request, field)
-        try:
-            return np.stack(
-                [decode(data, card.preprocessing, self._args.max_pixels) for data in payloads]
-            )
-        except InvalidRequestError as error:
-            raise UnprocessableInput(f"{error}") from None
+        pixels = []
+        for name, data in await self._payloads(request, field):
+            try:
+                pixels.append(decode(data, card.preprocessing, self._args.max_pixels))
+            except InvalidRequestError as error:
+                raise UnprocessableInput(f"{name}: {error}" if name else f"{error}") from None
+        return np.stack(pixels)
 
-    async def _payloads(self, request: Request, field: str) -> list[bytes]:
+    async def _payloads(self, request: Request, field: str) -> list[tuple[str, bytes]]:
+        """The posted images, each with the name an error about it gives: none for the body,
+        ``file 'cat.png'`` or ``files[2] 'cat.png'`` for the parts of a form."""
         limit = self._args.max_body_bytes
         kind = _media_type(request.headers)
         if kind.startswith(IMAGE_TYPES):
             body = await request.body()
             if len(body) > limit:
                 raise PayloadTooLarge(f"body of {len(body)} bytes is over the limit of {limit}")
-            return [body]
+            return [("", body)]
         if kind != "multipart/form-data":
             raise UnsupportedMediaType(
                 f"Content-Type {kind or 'none'!r} is not supported: send image bytes with an "
@@ -417,7 +419,14 @@ class Api:
             uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
             if not uploads:
                 raise UnprocessableInput(f"the multipart form has no file field {field!r}")
-            return [await upload.read() for upload in uploads]
+            numbered = len(uploads) > 1
+            return [
+                (
+                    f"{field}{f'[{i}]' if numbered else ''} {upload.filename or ''!r}",
+                    await upload.read(),
+                )
+                for i, upload in enumerate(uploads)
+            ]
 
     # --- v1 --------------------------------------------------------------------------------
 
