@@ -47,9 +47,9 @@ def plan_route(reference: str | ModelRef, registry: Registry) -> ModelRoute:
     ref = parse_ref(reference) if isinstance(reference, str) else reference
     if ref.version is not None:
         version = registry.resolve(ref)
-        return ModelRoute(targets={PINNED: version}, split={PINNED: 1})
+        return ModelRoute(targets={PINNED: version}, split={PINNED: 100})
     if ref.alias is not None:
-        return ModelRoute(targets={ref.alias: registry.resolve(ref)}, split={ref.alias: 1})
+        return ModelRoute(targets={ref.alias: registry.resolve(ref)}, split={ref.alias: 100})
     targets = {**registry.aliases(ref.name), LATEST: registry.resolve(ref)}
     default = PRODUCTION if PRODUCTION in targets else LATEST
     return ModelRoute(targets=targets, split={default: 100})

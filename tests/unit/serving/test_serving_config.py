@@ -59,8 +59,11 @@ def test_a_name_serves_its_aliases_and_latest_with_traffic_to_production(
     assert route.targets == {"production": 1, "canary": 2, "latest": 3}
     assert route.split == {"production": 100}
     assert plan_route("dogs", registry).split == {"latest": 100}
+    # One version takes every request, as 100 (the README's and /v1/models' examples).
+    assert plan_route("cats:3", registry).split == {"pinned": 100}
     assert plan_route("cats:3", registry).targets == {"pinned": 3}
     assert plan_route("cats@canary", registry).targets == {"canary": 2}
+    assert plan_route("cats@canary", registry).split == {"canary": 100}
     with pytest.raises(ModelNotFoundError, match="no alias 'beta'"):
         plan_route("cats@beta", registry)
 
