@@ -14,8 +14,10 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pomona.storage import atomic_write_bytes
 
@@ -42,6 +44,15 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     figure.clear()
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def integer_ticks(axis: Axis) -> None:
+    """Tick ``axis`` at whole numbers only (epochs, counts).
+
+    ``min_n_ticks=1`` keeps this true for a single value too: matplotlib's default of 2 falls back
+    to fractional ticks when the view (e.g. 0.95 to 1.05 around one epoch) holds one integer.
+    """
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 _CURVE_KEYS = ("epoch", "train_loss", "train_error", "val_loss", "val_error")
@@ -80,4 +91,5 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> Path:
     error_axes.set_ylim(bottom=0)
     error_axes.set_title("Training curves")
     loss_axes.set_xlabel("epoch")
+    integer_ticks(loss_axes.xaxis)  # shared with error_axes
     return save_figure(figure, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.axis import Axis
 from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -16,3 +17,9 @@ def assert_png(path: Path, min_side: int = 200) -> None:
     with Image.open(path) as image:
         assert min(image.size) >= min_side
     assert plt.get_fignums() == []
+
+
+def visible_ticks(axis: Axis) -> list[float]:
+    """The major tick positions within ``axis``'s view (locators also return a few outside it)."""
+    low, high = sorted(axis.get_view_interval())
+    return [float(t) for t in axis.get_majorticklocs() if low <= t <= high]

@@ -1,12 +1,15 @@
-"""Training curves write a readable PNG, leave no figure behind and reject incomplete rows."""
+"""Training curves write a readable PNG, leave no figure behind, tick whole epochs and reject
+incomplete rows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from support.plots import assert_png
+from matplotlib.figure import Figure
+from support.plots import assert_png, visible_ticks
 
+from pomona import plots
 from pomona.plots import plot_curves
 
 
@@ -32,3 +35,22 @@ def test_plot_curves_rejects_incomplete_rows(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="at least one"):
         plot_curves([], tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 30])
+def test_plot_curves_ticks_whole_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epochs: int
+) -> None:
+    drawn: list[Figure] = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure) or path)
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "train_error": 0.5 / e, "val_loss": 1, "val_error": 0.5}
+        for e in range(1, epochs + 1)
+    ]
+    plot_curves(rows, tmp_path / "curves.png")
+
+    for axes in drawn[0].axes:  # error and loss share the x axis
+        ticks = visible_ticks(axes.xaxis)
+        assert ticks and all(t.is_integer() for t in ticks)
+        if epochs == 1:
+            assert ticks == [1.0]

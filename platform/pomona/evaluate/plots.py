@@ -9,10 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from pomona.evaluate.metrics import EvaluationMetrics, calibration_bins
-from pomona.plots import new_figure, save_figure
+from pomona.plots import integer_ticks, new_figure, save_figure
 
 # Beyond this many classes, per-cell numbers in the confusion matrix overlap and become noise.
 _ANNOTATE_MAX_CLASSES = 20
@@ -100,11 +99,14 @@ def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
     axes.set_xlim(0, 1)
     axes.set_xlabel("score")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    # Inside the axes the legend would cover a bar wherever it went: it sits in one row above
+    # them, in room the title's pad leaves (in points, so the same for any number of classes).
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1), ncol=3, fontsize=8, frameon=False)
     macro = metrics.macro_avg
     axes.set_title(
         f"Per-class scores (macro P {macro.precision:.2f} / R {macro.recall:.2f} / "
-        f"F1 {macro.f1:.2f})"
+        f"F1 {macro.f1:.2f})",
+        pad=22,
     )
     return save_figure(figure, path)
 
@@ -160,6 +162,7 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path) ->
     bottom.bar(centres, bins.count, width=width, edgecolor="black", color="gray")
     bottom.set_xlabel("confidence (top-1 probability)")
     bottom.set_ylabel("samples")
+    integer_ticks(bottom.yaxis)
     return save_figure(figure, path)
 
 
@@ -181,7 +184,7 @@ def plot_metric_by_epoch(
     for label, values in curves.items():
         if values:
             axes.plot(range(1, len(values) + 1), values, "-o", markersize=3, label=_label(label))
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(axes.xaxis)
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)
@@ -198,9 +201,10 @@ def plot_metric_against(
     path: str | Path,
     *,
     log_x: bool = False,
+    categories: Sequence[bool | int | float | str] = (),
 ) -> Path:
-    """Scatter a metric against one setting's values (numbers on a linear or log axis, anything
-    else as categories in order of first appearance).
+    """Scatter a metric against one setting's values: numbers on a linear or log axis, anything
+    else, or any setting given ``categories``, as evenly spaced categories.
 
     Args:
         points: (setting value, metric) pairs, one per run.
@@ -208,6 +212,9 @@ def plot_metric_against(
         metric: the metric's name, for the axis label.
         path: PNG file to write (parent folders are created).
         log_x: a logarithmic x axis (for settings sampled log-uniformly).
+        categories: the values the setting can take (a choice or grid), ticked in this order
+            even where no run got one, so that ``choice(16, 32)`` shows 16 and 32 and nothing
+            between; values not among them follow in order of first appearance.
 
     Returns:
         ``path``.
@@ -216,14 +223,17 @@ def plot_metric_against(
     axes = figure.add_subplot()
     values = [value for value, _ in points]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    if numeric:
+    if numeric and not categories:
         xs = [float(v) for v in values]
         if log_x:
             axes.set_xscale("log")
+        elif all(isinstance(v, int) for v in values):
+            integer_ticks(axes.xaxis)  # a randint setting
     else:
-        categories = list(dict.fromkeys(str(v) for v in values))
-        xs = [float(categories.index(str(v))) for v in values]
-        axes.set_xticks(range(len(categories)), [_label(c) for c in categories])
+        order = list(dict.fromkeys(str(v) for v in [*categories, *values]))
+        xs = [float(order.index(str(v))) for v in values]
+        axes.set_xticks(range(len(order)), [_label(c) for c in order])
+        axes.set_xlim(-0.5, len(order) - 0.5)
     axes.scatter(xs, [metric_value for _, metric_value in points], color="#4c72b0")
     axes.set_xlabel(_label(setting))
     axes.set_ylabel(metric)

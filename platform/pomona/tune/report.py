@@ -18,7 +18,7 @@ from pomona.evaluate.plots import plot_metric_against, plot_metric_by_epoch
 from pomona.storage import atomic_write_text
 from pomona.tune.config import SweepConfig
 from pomona.tune.results import TrialResult
-from pomona.tune.space import LogUniform, format_setting
+from pomona.tune.space import Choice, Grid, LogUniform, format_setting
 
 REPORT_FILE = "report.html"
 
@@ -37,19 +37,28 @@ def write_sweep_report(
         ranked = [r for r in results if r.best_metric is not None and r.status != "failed"]
         for index, (key, distribution) in enumerate(config.space.items()):
             if ranked:
+                choices = distribution.values if isinstance(distribution, Choice | Grid) else ()
                 figures[f"best {metric} against {key}"] = plot_metric_against(
                     [(r.settings[key], r.best_metric) for r in ranked if key in r.settings],
                     key,
                     f"best {metric}",
                     Path(scratch) / f"setting-{index}.png",
                     log_x=isinstance(distribution, LogUniform),
+                    categories=choices,
                 )
         body = _summary(config, results, best) + figures_html(figures) + _table(config, results)
     counts = f"{len(results)} trials of {config.train.model.architecture} on {config.train.data}"
-    page = render_page(f"Sweep {sweep_dir.name}", counts, body)
+    page = render_page(_title(sweep_dir), counts, body)
     path = sweep_dir / REPORT_FILE
     atomic_write_text(path, page)
     return path
+
+
+def _title(sweep_dir: Path) -> str:
+    """The page's title: "Sweep NAME", but "Sweep" alone for a folder called ``sweep`` (as the
+    demo's is), which would read "Sweep sweep"."""
+    name = sweep_dir.name
+    return "Sweep" if name.casefold() == "sweep" else f"Sweep {name}"
 
 
 def _summary(config: SweepConfig, results: Sequence[TrialResult], best: TrialResult | None) -> str:

@@ -6,8 +6,10 @@ import csv
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
 
 from pomona.errors import TrainingError
+from pomona.evaluate import plots
 from pomona.models.card import CARD_FILE
 from pomona.tune.config import SweepConfig
 from pomona.tune.report import write_sweep_report
@@ -95,6 +97,37 @@ def test_report_is_one_escaped_self_contained_page(
     assert "loss is nan &lt;b&gt;" in page  # errors shown, escaped
     for heading in ("Summary", "Best trial", "Figures", "Trials"):
         assert f"<h2>{heading}</h2>" in page
+
+
+@pytest.mark.parametrize(
+    ("folder", "title"), [("sweep", "Sweep"), ("lr-search", "Sweep lr-search")]
+)
+def test_report_title_names_the_sweep_once(
+    tmp_path: Path, config: SweepConfig, results: list[TrialResult], folder: str, title: str
+) -> None:
+    (tmp_path / folder).mkdir()
+    page = write_sweep_report(tmp_path / folder, config, results, results[0]).read_text()
+    assert f"<title>{title}</title>" in page and f"<h1>{title}</h1>" in page
+
+
+def test_report_ticks_a_choice_at_its_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, results: list[TrialResult]
+) -> None:
+    ticks: list[list[str]] = []
+    write_png = plots.save_figure
+
+    def save_figure(figure: Figure, path: Path) -> Path:
+        ticks.append([label.get_text() for label in figure.axes[0].get_xticklabels()])
+        return write_png(figure, path)
+
+    monkeypatch.setattr(plots, "save_figure", save_figure)
+    config = SweepConfig.model_validate(
+        {"out": str(tmp_path), "train": {"data": "D"}, "space": {"batch_size": "choice(16, 32)"}}
+    )
+    for trial, batch_size in zip(results, (16, 32, 16), strict=True):
+        trial.settings = {"batch_size": batch_size}
+    write_sweep_report(tmp_path, config, results, results[0])
+    assert ticks[-1] == ["16", "32"]  # best val_error against batch_size: no 18, 20, ...
 
 
 @pytest.mark.parametrize(
