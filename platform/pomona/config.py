@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -59,7 +59,10 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def format_validation_error(
-    error: ValidationError, source: str, flags: Mapping[str, str] | None = None
+    error: ValidationError,
+    source: str,
+    flags: Mapping[str, str] | None = None,
+    model: type[BaseModel] | None = None,
 ) -> str:
     """One readable line per problem: ``key.path: message (got value)``, under ``invalid
     source:``. A check of several fields together (a model validator) names no key, and the
@@ -67,14 +70,19 @@ def format_validation_error(
 
     ``flags`` maps a dotted key to the command-line flag its value came from: a problem there is
     named by that flag, as the user typed it (``--lr`` rather than ``learning_rate``), and one
-    deeper inside it by the flag and the rest of its key (``--split (train)``).
+    deeper inside it by the flag and the rest of its key (``--split (train)``). With the
+    ``model`` that was validated, an unknown key is answered with the keys there are.
     """
     lines: list[str] = []
     for problem in error.errors():
-        where = _where(tuple(str(part) for part in problem["loc"]), flags or {})
+        loc = tuple(str(part) for part in problem["loc"])
+        where = _where(loc, flags or {})
         message = problem["msg"]
         if problem["type"] == "value_error":
             message = message.removeprefix("Value error, ")
+        known = _keys_at(model, loc[:-1]) if problem["type"] == "extra_forbidden" else None
+        if known:
+            message = f"not a setting; choose one of {', '.join(known)}"
         if where:
             got = problem.get("input")
             named = isinstance(got, str) and repr(got) in message  # the validator quoted it
@@ -95,6 +103,21 @@ def _where(loc: tuple[str, ...], flags: Mapping[str, str]) -> str:
     return ".".join(loc)
 
 
+def _keys_at(model: type[BaseModel] | None, loc: tuple[str, ...]) -> list[str]:
+    """The keys of the (nested) model at ``loc`` inside ``model``; [] where that is not known."""
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return []
+        nested = [t for t in (field.annotation, *get_args(field.annotation)) if _is_model(t)]
+        model = nested[0] if nested else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _is_model(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def flag_of(key: str) -> str:
     """The flag named after a dotted config key's last part: ``train.num_workers`` ->
     ``--num-workers``."""
@@ -112,7 +135,7 @@ def validate(
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source, flags)) from None
+        raise ConfigError(format_validation_error(error, source, flags, model)) from None
 
 
 class TextFile(Protocol):
@@ -160,12 +183,28 @@ def load_config(
             )
         data = loaded
     data = deep_merge(data, parse_overrides(overrides))
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    for key, value in given.items():
-        node = data
+    flags = flags or {}
+    for key, value in flags.items():
+        node: Any = data
         *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    names = {key: (flag_names or {}).get(key) or flag_of(key) for key in given}
+        for part in parents:  # created for every flag: a missing key inside is then named
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if value is not None and isinstance(node, dict):  # else validation names the non-mapping
+            node[leaf] = value
+    # A value a flag gave, or one nothing gave (a required one: the flag is how to give it).
+    names = {
+        key: (flag_names or {}).get(key) or flag_of(key)
+        for key, value in flags.items()
+        if value is not None or not _holds(data, key)
+    }
     return validate(model, data, source, names)
+
+
+def _holds(data: Mapping[str, Any], key: str) -> bool:
+    """Whether ``data`` has a value at the dotted ``key``."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -23,7 +23,7 @@ QUICK = ("--data", "d", "--out", "{tmp}/sweep")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (QUICK, "space: Field required"),
+        (QUICK, "--space: Field required"),
         ((*QUICK, "--space", "lr=choice(0.1, 0.2)"), "d is not a pomona dataset"),
         ((*QUICK, "--space", "lr=normal(0, 1)"), "unknown search space kind 'normal'"),
         ((*QUICK, "--space", "lr=loguniform(0, 1)"), "loguniform needs low > 0"),

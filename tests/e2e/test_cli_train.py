@@ -23,7 +23,7 @@ class Payload:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--data", "d"), "out: Field required"),
+        (("--data", "d"), "--out: Field required"),
         (("--data", "d", "--out", "{tmp}/run", "--model", "vgg"), "unknown architecture 'vgg'"),
         (("--data", "d", "--out", "{tmp}/run", "--set", "epochs=0"), "epochs"),
         (("--data", "d", "--out", "{tmp}/run", "--set", "lr"), "--set expects key=value"),

@@ -82,3 +82,15 @@ def test_a_flag_names_the_keys_below_it_and_is_reported_once() -> None:
     assert lines.count("  --image-size: Input should be greater than 0 (got 0)") == 1
     split = "  --split (test): Input should be a valid number"
     assert any(line.startswith(split) for line in lines)
+
+
+def test_a_missing_setting_is_named_by_its_flag_and_an_unknown_key_lists_the_keys() -> None:
+    from pomona.tune.config import SweepConfig
+
+    with pytest.raises(ConfigError) as error:
+        load_config(SweepConfig, None, ["train.model.typo=1"], {"out": "o", "train.data": None})
+    lines = str(error.value).splitlines()[1:]
+    assert "  --data: Field required" in lines  # inside train, which nothing gave
+    assert "  space: Field required" in lines  # no flag in this call gives it
+    typo = "  train.model.typo: not a setting; choose one of architecture, weights, head, "
+    assert any(line.startswith(typo) for line in lines)

@@ -169,8 +169,8 @@ def shard_paths(dataset_dir: DatasetDir, manifest: Manifest, split: str) -> list
     info = manifest.splits.get(split)
     if info is None or not info.shards:
         raise DatasetError(
-            f"dataset {dataset_dir} has no rows in split {split!r}; "
-            f"splits with data: {[s for s, i in manifest.splits.items() if i.rows]}"
+            f"dataset {dataset_dir} has no rows in split {split!r}; the splits with rows: "
+            f"{', '.join(s for s, i in manifest.splits.items() if i.rows) or 'none'}"
         )
     location = as_location(dataset_dir)
     return [(location / shard.path).path for shard in info.shards]
