@@ -101,6 +101,16 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
 
     # Everything a user can fix is checked before Ray starts.
     prepared = prepare_run(config, resume=resume, registry=session.open_registry())
+    done_rows = read_metrics(prepared.run_dir) if resume else []
+    if done_rows and int(done_rows[-1]["epoch"]) >= config.epochs:
+        console.print(
+            f"{config.out} has trained all {config.epochs} of its epochs: nothing to resume. "
+            f"Train it further with --resume {config.out} --epochs N, N over {config.epochs}.",
+            soft_wrap=True,
+            markup=False,
+        )
+        _print_epochs(done_rows)
+        return done_rows
     session.connect()
     check_local_gpus(config.gpus, session.address, "--workers")
     run_dir = prepared.run_dir
