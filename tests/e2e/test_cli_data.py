@@ -3,7 +3,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from support.images import png_bytes, write
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +71,31 @@ def test_bad_input_is_one_clear_line(
     assert result.code == 2
     assert message in result.err
     assert "Traceback" not in result.err
+
+
+def test_ingest_notes_classes_that_differ_in_case_and_names_rejections(
+    pomona, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for label in ("cat", "Cat", "dog"):
+        for i in range(6):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            write(src / f"{label}_{i}.png", png_bytes(Image.fromarray(pixels)))
+    write(src / "dog_9.png", b"not a png")
+    monkeypatch.chdir(tmp_path)
+    result = pomona("ingest", "src", "ds/", "--image-size", "8", "--workers", "1")
+    assert result.code == 0, result.err
+    assert "rejected files and reasons: ds/rejected.csv" in result.out
+    assert result.err.endswith(
+        "note: classes that differ only in case are separate classes: Cat and cat; rename the "
+        "folders or files if they are one class\n"
+    )
+
+    # Two images left of a class that loses its others to rejection cannot be split 3 ways.
+    for i in range(2, 6):
+        write(src / f"dog_{i}.png", b"broken")
+    result = pomona("ingest", "src", "ds2", "--image-size", "8", "--workers", "1")
+    assert result.code == 2
+    assert "too few distinct images to split 3 ways: 'dog' has 2" in result.err
+    assert "rejected 5 files: 5 not an image (unrecognised format)" in result.err

@@ -10,7 +10,7 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from pomona.cli.console import console, progress_bar
+from pomona.cli.console import console, err_console, progress_bar
 from pomona.config import load_config
 from pomona.data.demo import ImageFormat, Layout, write_digits
 from pomona.data.discover import LabelFrom
@@ -18,7 +18,6 @@ from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import SPLITS, Manifest, Preprocessing
 from pomona.data.shards import REJECTED_FILE, read_manifest, verify
 from pomona.errors import ConfigError, DatasetError
-from pomona.location import as_location
 
 datasets_app = typer.Typer(
     help="Write bundled demo datasets as image folders.", no_args_is_help=True
@@ -118,7 +117,23 @@ def ingest_command(
         manifest = ingest(config, progress=update)
     _print_summary(out, manifest)
     if manifest.rejected:
-        console.print(f"rejected files and reasons: {as_location(out) / REJECTED_FILE}")
+        console.print(f"rejected files and reasons: {out.rstrip('/')}/{REJECTED_FILE}")
+    folded = _differ_in_case(manifest.classes)
+    if folded:
+        err_console.print(
+            f"note: classes that differ only in case are separate classes: {folded}; rename "
+            "the folders or files if they are one class",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def _differ_in_case(classes: list[str]) -> str:
+    """The classes whose names differ only in case (``Cat and cat``), or ``""``."""
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(name.casefold(), []).append(name)
+    return "; ".join(" and ".join(group) for group in groups.values() if len(group) > 1)
 
 
 def inspect(

@@ -178,7 +178,10 @@ def _ingest_into(
             )
         labels = [files[i].label or "" for i in accepted]
         hashes = [decoded[i].sha256 or "" for i in accepted]
-        assignment = assign_splits(labels, hashes, config.split, config.seed)
+        try:
+            assignment = assign_splits(labels, hashes, config.split, config.seed)
+        except DatasetError as error:  # a class too small: it may have lost files to rejection
+            raise DatasetError(f"{error}{_rejections(decoded)}") from None
         splits = _write_splits(tmp, files, decoded, accepted, assignment, classes, config)
         _write_rejected(tmp, files, decoded)
         rejected = len(files) - len(accepted)
