@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -270,15 +271,18 @@ def test_explain_writes_overlays(
     files = list(known_digits(digits_model, digits_dataset, digits_folder).items())[:3]
     result = pomona("explain", digits_model, *(f for f, _ in files), "--out", tmp_path / "cam")
     assert result.code == 0, result.err
-    written = sorted((tmp_path / "cam").iterdir())
-    assert [p.name for p in written] == sorted(f"{f.stem}.gradcam.png" for f, _ in files)
-    for path in written:
+    # Each overlay keeps its image's folder below the one all three share.
+    shared = Path(os.path.commonpath([f.parent for f, _ in files]))
+    expected = [tmp_path / "cam" / f.parent.relative_to(shared) / f"{f.stem}.gradcam.png"
+                for f, _ in files]  # fmt: skip
+    assert sorted((tmp_path / "cam").rglob("*.png")) == sorted(expected)
+    for path in expected:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.mode == "RGB"
             assert image.size == (96, 96)  # 16x16 enlarged 6x for the page
-    for file, label in files:
+    for (file, label), overlay in zip(files, expected, strict=True):
         assert f"{file}: {label} (" in result.out
-        assert str(tmp_path / "cam" / f"{file.stem}.gradcam.png") in result.out
+        assert f"-> {overlay}\n" in result.out
 
 
 def test_predict_reports_unreadable_images(pomona, digits_model: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def test_demo_end_to_end(pomona, ray_session: None, tmp_path: Path) -> None:
     report = json.loads((workdir / "report" / "report.json").read_text())
     assert report["count"] == 269
     assert (workdir / "registry" / "digits" / "versions" / "1" / "version.json").is_file()
-    assert len(list((workdir / "explain").glob("*.png"))) == 2
+    assert len(list((workdir / "explain").rglob("*.png"))) == 2
     assert "Search learning rate and batch size with Ray Tune" in result.out
     assert "registered digits:2 from sweep" in result.out
     assert (workdir / "sweep" / "best").is_symlink()

@@ -6,6 +6,7 @@ explanation is computed on exactly what the model classified.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,8 +61,10 @@ def explain_files(
 ) -> list[Path]:
     """Write a Grad-CAM overlay PNG per image file, for the class the model predicts.
 
-    Overlays are named ``<file stem>.gradcam.png``; files sharing a stem get ``-2``, ``-3``...
-    in the order given, so no overlay overwrites another.
+    Overlays keep the files' folders below the one folder all of them share, and are named
+    ``<file stem>.gradcam.png``: ``shapes/circle/01.png`` and ``shapes/square/01.png`` give
+    ``OUT/circle/01.gradcam.png`` and ``OUT/square/01.gradcam.png``; one file gives
+    ``OUT/<stem>.gradcam.png``.
 
     Args:
         model: the classifier.
@@ -77,19 +80,16 @@ def explain_files(
         ImageRejected: a file cannot be read or is not a usable image; the message names it.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    shared = Path(os.path.commonpath([path.parent for path in absolute])) if paths else out_dir
     written: list[Path] = []
-    taken: set[str] = set()
     for chunk in chunks(paths):
         pixels = load_images(chunk, card.preprocessing)
         overlays = gradcam_overlays(model, architecture, card.preprocessing, pixels)
-        for path, picture in zip(chunk, overlays, strict=True):
-            name, copy = f"{path.stem}{OVERLAY_SUFFIX}", 1
-            while name in taken:
-                copy += 1
-                name = f"{path.stem}-{copy}{OVERLAY_SUFFIX}"
-            taken.add(name)
-            target = out_dir / name
+        for picture in overlays:
+            source = absolute[len(written)]
+            target = out_dir / source.parent.relative_to(shared) / f"{source.stem}{OVERLAY_SUFFIX}"
+            target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, png_bytes(picture))
             written.append(target)
     return written

@@ -36,12 +36,16 @@ def test_explain_writes_one_overlay_per_file_for_the_predicted_class(
 
     written = explain_files(model, card, card.architecture, inputs, tmp_path / "out")
 
-    assert [p.name for p in written] == [
-        "0.gradcam.png",
-        "1.gradcam.png",
-        "2.gradcam.png",
-        "0-2.gradcam.png",
+    # Below the folder the inputs share, their folders are kept: no two overlays collide.
+    out = tmp_path / "out"
+    assert written == [
+        out / "images" / "0.gradcam.png",
+        out / "images" / "1.gradcam.png",
+        out / "images" / "2.gradcam.png",
+        out / "other" / "0.gradcam.png",
     ]
+    one = explain_files(model, card, card.architecture, [twin], tmp_path / "one")
+    assert one == [tmp_path / "one" / "0.gradcam.png"]
     pixels = np.stack([images.load(p, card.preprocessing) for p in inputs])
     batch = to_model_input(torch.from_numpy(pixels), card.preprocessing)
     heatmaps = grad_cam(model, target_layer(model, card.architecture), batch)
