@@ -31,6 +31,13 @@ def render_command(
     serve_config: Annotated[
         Path | None, typer.Option(help="Serve config YAML [default: serve/pomona.yaml].")
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset the RayJobs train on: a folder name under STORAGE/datasets "
+            "[default: digits]."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
 ) -> None:
     """Render a RayCluster, training and sweep RayJobs, a RayService and a PodMonitor.
@@ -39,7 +46,7 @@ def render_command(
     `kubectl apply -k OUT/overlays/cpu`.
     """
     flags = {"image": image, "tag": tag, "workers": workers, "max_workers": max_workers,
-             "storage": storage, "serve_config": serve_config}  # fmt: skip
+             "storage": storage, "serve_config": serve_config, "dataset": dataset}  # fmt: skip
     settings = load_config(K8sSettings, flags=flags)
     try:
         written = render_to(settings, out, overwrite=overwrite)

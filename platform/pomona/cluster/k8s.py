@@ -41,9 +41,10 @@ Variant = Literal["cpu", "gpu"]
 VARIANTS: tuple[Variant, ...] = ("cpu", "gpu")
 
 
-#: The image settings' rules, each a pattern and what a value of it is. A repository is named
-#: as Docker names it: an optional registry host (and port), then lowercase path components.
-_IMAGE_RULES = {
+#: The rules of the settings that name things, each a pattern and what a value of it is. A
+#: repository is named as Docker names it: an optional registry host (and port), then lowercase
+#: path components.
+_NAME_RULES = {
     "image": (
         re.compile(
             r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
@@ -55,6 +56,11 @@ _IMAGE_RULES = {
     "tag": (
         re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}"),
         "an image tag: up to 101 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+    ),
+    "dataset": (
+        re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
+        "a folder name under STORAGE/datasets: letters, digits, '_', '.' and '-', starting "
+        "with a letter or digit",
     ),
 }
 
@@ -97,12 +103,12 @@ class K8sSettings(StrictModel):
     storage_size: str = Field("20Gi", pattern=r"^[0-9]+(Mi|Gi|Ti)$")
     auth_secret: str = Field("pomona-ray-auth", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     serve_config: Path = Path("serve/pomona.yaml")
-    dataset: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset: str = "digits"
 
-    @field_validator("image", "tag")
+    @field_validator("image", "tag", "dataset")
     @classmethod
-    def _image_part(cls, value: str, info: ValidationInfo) -> str:
-        pattern, rule = _IMAGE_RULES[info.field_name]
+    def _named_as_rule(cls, value: str, info: ValidationInfo) -> str:
+        pattern, rule = _NAME_RULES[info.field_name]
         if not pattern.fullmatch(value):
             raise ValueError(f"{info.field_name} {value!r} is not {rule}")
         return value

@@ -157,6 +157,13 @@ def test_rayjob_entrypoints_name_scripts_in_jobs(
     assert (REPO / entrypoint[1]).is_file(), f"{entrypoint[1]} is not in the repository"
 
 
+def test_rayjobs_train_on_the_chosen_dataset() -> None:
+    settings = K8sSettings(serve_config=SERVE_CONFIG, storage="/data", dataset="shapes")
+    for command in ("train", "sweep"):
+        args = k8s.training_args(settings, command)  # type: ignore[arg-type]
+        assert args[:2] == ["--data", "/data/datasets/shapes"]
+
+
 def test_rayservice_serve_config_is_valid_for_ray_serve(base: dict[str, dict[str, Any]]) -> None:
     config = yaml.safe_load(base["rayservice.yaml"]["spec"]["serveConfigV2"])
     schema = ServeDeploySchema.model_validate(config)
