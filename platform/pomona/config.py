@@ -8,7 +8,7 @@ values, and validated once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args
 
@@ -103,19 +103,46 @@ def _where(loc: tuple[str, ...], flags: Mapping[str, str]) -> str:
     return ".".join(loc)
 
 
-def _keys_at(model: type[BaseModel] | None, loc: tuple[str, ...]) -> list[str]:
-    """The keys of the (nested) model at ``loc`` inside ``model``; [] where that is not known."""
+def _model_at(model: type[BaseModel] | None, loc: Sequence[str]) -> type[BaseModel] | None:
+    """The (nested) model at ``loc`` inside ``model``; None where there is none."""
     for part in loc:
         field = model.model_fields.get(part) if model is not None else None
         if field is None:
-            return []
+            return None
         nested = [t for t in (field.annotation, *get_args(field.annotation)) if _is_model(t)]
         model = nested[0] if nested else None
-    return list(model.model_fields) if model is not None else []
+    return model
 
 
 def _is_model(annotation: object) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _keys_at(model: type[BaseModel] | None, loc: Sequence[str]) -> list[str]:
+    """The keys of the (nested) model at ``loc`` inside ``model``; [] where that is not known."""
+    found = _model_at(model, loc)
+    return list(found.model_fields) if found is not None else []
+
+
+def with_default(model: type[BaseModel], key: str, text: str) -> str:
+    """A flag's help ``text`` followed by the default of setting ``key`` of ``model``, as typer
+    shows defaults: for flags that default to None, so that a flag not given leaves the config
+    file's value."""
+    return f"{text} [default: {default_text(model, key)}]"
+
+
+def default_text(model: type[BaseModel], key: str) -> str:
+    """The default of the dotted ``key`` of ``model``, as help texts show it: ``0.1``,
+    ``simple_cnn``; ``""`` where it has none (required) or is None."""
+    *parents, leaf = key.split(".")
+    parent = _model_at(model, parents)
+    field = parent.model_fields.get(leaf) if parent is not None else None
+    if field is None:
+        raise KeyError(f"{model.__name__} has no setting {key!r}")
+    if field.is_required():
+        return ""
+    value = field.get_default(call_default_factory=True)
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def flag_of(key: str) -> str:

@@ -94,3 +94,15 @@ def test_a_missing_setting_is_named_by_its_flag_and_an_unknown_key_lists_the_key
     assert "  space: Field required" in lines  # no flag in this call gives it
     typo = "  train.model.typo: not a setting; choose one of architecture, weights, head, "
     assert any(line.startswith(typo) for line in lines)
+
+
+def test_help_texts_show_the_config_defaults() -> None:
+    from pomona.config import default_text, with_default
+    from pomona.tune.config import SweepConfig
+
+    assert with_default(TrainConfig, "epochs", "Epochs.") == "Epochs. [default: 10]"
+    assert default_text(TrainConfig, "model.architecture") == "simple_cnn"
+    assert default_text(SweepConfig, "train.num_workers") == "2"  # through the nested model
+    assert default_text(TrainConfig, "data") == ""  # required: no default
+    with pytest.raises(KeyError, match=r"no setting 'model\.typo'"):
+        default_text(TrainConfig, "model.typo")

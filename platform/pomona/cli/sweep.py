@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -13,17 +14,19 @@ from rich.table import Table
 
 from pomona.cli.console import console, err_console
 from pomona.cli.session import session
-from pomona.config import load_config
+from pomona.config import load_config, with_default
 from pomona.errors import ConfigError
+from pomona.tune.config import SweepConfig
 from pomona.tune.space import format_setting
 
 if TYPE_CHECKING:
-    from pomona.tune.config import SweepConfig
     from pomona.tune.progress import TrialStatus
     from pomona.tune.results import TrialResult
 
 _REFRESH_S = 1.0
 
+
+_help = functools.partial(with_default, SweepConfig)
 
 # The flags not named after their key's last part (pomona.config.flag_of).
 _FLAG_NAMES = {
@@ -53,9 +56,13 @@ def sweep_command(
     data: Annotated[str | None, typer.Option(help="Ingested dataset directory.")] = None,
     out: Annotated[str | None, typer.Option(help="Sweep directory to create.")] = None,
     model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (at most).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers per trial.")] = None,
-    trials: Annotated[int | None, typer.Option(help="Trials to sample.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=_help("train.epochs", "Epochs per trial (at most)."))
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=_help("train.num_workers", "Ray Train workers per trial."))
+    ] = None,
+    trials: Annotated[int | None, typer.Option(help=_help("trials", "Trials to sample."))] = None,
     concurrent: Annotated[
         int | None,
         typer.Option(
@@ -65,7 +72,7 @@ def sweep_command(
     ] = None,
     scheduler: Annotated[str | None, typer.Option(help="asha (default) or fifo.")] = None,
     searcher: Annotated[str | None, typer.Option(help="random (default) or optuna.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Searcher seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help=_help("seed", "Searcher seed."))] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the interrupted sweep in this directory.")
     ] = None,
@@ -84,7 +91,6 @@ def sweep_command(
     sweep whose driver was killed, without re-running finished trials.
     """
     from pomona.data.shards import read_manifest
-    from pomona.tune.config import SweepConfig
     from pomona.tune.space import parse_space_flag
     from pomona.tune.sweep import check_sweep_dir, read_sweep_config
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from pomona.cli.console import console, progress_bar
 from pomona.cli.session import session
-from pomona.config import load_config
+from pomona.config import load_config, with_default
 from pomona.errors import ConfigError
+from pomona.train.config import TrainConfig
 
-if TYPE_CHECKING:
-    from pomona.train.config import TrainConfig
-
+_help = functools.partial(with_default, TrainConfig)
 
 # The flags not named after their key's last part (pomona.config.flag_of).
 _FLAG_NAMES = {"model.architecture": "--model", "learning_rate": "--lr", "num_workers": "--workers"}
@@ -31,7 +31,10 @@ def train_command(
     ] = None,
     data: Annotated[str | None, typer.Option(help="Ingested dataset directory or URI.")] = None,
     out: Annotated[str | None, typer.Option(help="Run directory or URI to create.")] = None,
-    model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help=_help("model.architecture", "Architecture (pomona models list).")),
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -41,16 +44,26 @@ def train_command(
     head: Annotated[
         str | None,
         typer.Option(
-            help="Head of --weights: auto (keep it only for the same classes), new or keep."
+            help=_help(
+                "model.head",
+                "Head of --weights: auto (keep it only for the same classes), new or keep.",
+            ),
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-parallel Ray Train workers.")] = None,
+    epochs: Annotated[int | None, typer.Option(help=_help("epochs", "Epochs."))] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=_help("batch_size", "Global batch size."))
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=_help("learning_rate", "Learning rate."))] = None,
+    momentum: Annotated[float | None, typer.Option(help=_help("momentum", "SGD momentum."))] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=_help("weight_decay", "Weight decay."))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_help("seed", "Random seed."))] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=_help("num_workers", "Data-parallel Ray Train workers.")),
+    ] = None,
     freeze_backbone: Annotated[bool | None, typer.Option(help="Train the new head only.")] = None,
     use_gpu: Annotated[bool | None, typer.Option(help="One GPU per worker.")] = None,
     resume: Annotated[
