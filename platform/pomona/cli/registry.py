@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -108,13 +109,17 @@ def list_command(ctx: typer.Context) -> None:
         console.print(f"no models in {registry.uri}", soft_wrap=True, markup=False)
         _print_incomplete(registry)
         return
+    # A rule under the header and no borders: a listing that fits an 80-column terminal.
     table = Table(
         Column("version", no_wrap=True),
         Column("aliases", overflow="fold", min_width=10),
         Column("created", no_wrap=True),
-        "architecture",
+        Column("architecture", no_wrap=True),
         "val error",
         "top-1 error",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
     for name in names:
         by_version: dict[int, list[str]] = {}
