@@ -49,7 +49,7 @@ class EvaluationMetrics(StrictModel):
         count: number of samples.
         correct: samples whose highest-probability class is the true class.
         top1_error: ``1 - correct / count``.
-        k: the k of ``topk_error`` (capped at the number of classes).
+        k: the k of ``topk_error`` (capped one below the number of classes).
         topk_error: fraction of samples whose true class is not among the k most probable.
         confusion_matrix: ``[true][predicted]`` counts.
         per_class: metrics keyed by class name.
@@ -189,7 +189,8 @@ def compute_metrics(
         y_true: true class indices, shape (N,), N > 0.
         probs: predicted probabilities, shape (N, C) with ``C == len(classes)``.
         classes: class names, index i is ``classes[i]``.
-        k: k of the top-k error, capped at the number of classes.
+        k: k of the top-k error, capped one below the number of classes (a top-k over every
+            class is never wrong, so it would measure nothing).
 
     Returns:
         The metrics; precision, recall or F1 whose denominator is 0 are reported as 0.
@@ -203,7 +204,7 @@ def compute_metrics(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     n, c = probs.shape
-    k = min(k, c)
+    k = max(1, min(k, c - 1))
 
     predicted = probs.argmax(axis=1)
     confusion = np.bincount(y_true * c + predicted, minlength=c * c).reshape(c, c)

@@ -50,16 +50,13 @@ def test_matches_sklearn(seed: int, n: int, c: int, skip_class: bool) -> None:
 
     metrics = compute_metrics(y_true, probs, classes, k=5)
 
-    k = min(5, c)
+    k = min(5, c - 1)
     assert metrics.count == n
     assert metrics.k == k
     assert metrics.correct == int((predicted == y_true).sum())
     assert metrics.top1_error == pytest.approx(1 - accuracy_score(y_true, predicted))
-    if k < c:
-        expected_topk = top_k_accuracy_score(y_true, probs, k=k, labels=labels)
-        assert metrics.topk_error == pytest.approx(1 - expected_topk)
-    else:
-        assert metrics.topk_error == 0.0
+    expected_topk = top_k_accuracy_score(y_true, probs, k=k, labels=labels)
+    assert metrics.topk_error == pytest.approx(1 - expected_topk)
     assert metrics.confusion_matrix == confusion_matrix(y_true, predicted, labels=labels).tolist()
 
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -86,11 +83,15 @@ def test_matches_sklearn(seed: int, n: int, c: int, skip_class: bool) -> None:
         assert ours.f1 == pytest.approx(report[theirs]["f1-score"])
 
 
-def test_k_is_capped_at_the_number_of_classes() -> None:
+def test_k_is_capped_one_below_the_number_of_classes() -> None:
+    """A top-3 error over 3 classes is always 0: it would measure nothing."""
     y_true, probs = random_predictions(4, 50, 3)
     metrics = compute_metrics(y_true, probs, ["a", "b", "c"], k=5)
-    assert metrics.k == 3
-    assert metrics.topk_error == 0.0
+    assert metrics.k == 2
+    expected = top_k_accuracy_score(y_true, probs, k=2, labels=[0, 1, 2])
+    assert metrics.topk_error == pytest.approx(1 - expected)
+    two = compute_metrics(y_true % 2, probs[:, :2] / probs[:, :2].sum(1, keepdims=True), ["a", "b"])
+    assert two.k == 1 and two.topk_error == two.top1_error
 
 
 def test_top1_and_top_k_agree_on_ties() -> None:
