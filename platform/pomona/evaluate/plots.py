@@ -95,7 +95,7 @@ def plot_per_class(metrics: EvaluationMetrics, path: str | Path) -> Path:
         axes.barh(rows + (offset - 1) * height, values, height=height, label=key, color=color)
     labels = [f"{_label(c)} (n={metrics.per_class[c].support})" for c in metrics.classes]
     axes.set_yticks(rows, labels, fontsize=_tick_fontsize(n))
-    axes.invert_yaxis()
+    axes.set_ylim(n - 0.5, -0.5)  # first class on top; no margin, which grows with n rows
     axes.set_xlim(0, 1)
     axes.set_xlabel("score")
     axes.grid(axis="x", alpha=0.3)
