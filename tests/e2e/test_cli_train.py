@@ -12,8 +12,6 @@ from support.corrupt import dataset_with_flipped_shard
 
 from pomona.cli.session import session
 from pomona.data.shards import MANIFEST_FILE, read_manifest, write_manifest
-from pomona.train.config import TrainConfig
-from pomona.train.run_dir import METRIC_COLUMNS, record_epoch, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -167,20 +165,3 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_run_dir(
     result = pomona(*args)  # the same --out works at once
     assert result.code == 0, result.err
     assert (run / "model.safetensors").is_file()
-
-
-def test_resuming_a_finished_run_says_so_without_ray(
-    pomona, ray_forbidden: None, digits_dataset: Path, tmp_path: Path
-) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    write_config(run, TrainConfig(data=str(digits_dataset), out=str(run), epochs=2))
-    for epoch in (1, 2):
-        record_epoch(run, {**dict.fromkeys(METRIC_COLUMNS, 0.5), "epoch": epoch})
-    result = pomona("train", "--resume", run)
-    assert result.code == 0, result.err
-    assert result.out.startswith(
-        f"{run} has trained all 2 of its epochs: nothing to resume. Train it further with "
-        f"--resume {run} --epochs N, N over 2.\n"
-    )
-    assert "│ 2     │" in result.out  # the epoch table

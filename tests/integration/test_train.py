@@ -19,14 +19,16 @@ import torch
 from PIL import Image
 from support.processes import train_worker_pids
 
+from pomona.cluster import runtime
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
 from pomona.errors import ConfigError
+from pomona.location import as_location
 from pomona.models.artifact import read_card
 from pomona.models.weights import load_state_dict_file
 from pomona.train.config import TrainConfig
-from pomona.train.run_dir import read_metrics
+from pomona.train.run_dir import checkpointed_epoch, read_metrics
 from pomona.train.trainer import train
 
 pytestmark = pytest.mark.ray
@@ -165,7 +167,7 @@ def test_killed_worker_is_replaced_and_resumes_from_checkpoint(
 
 
 def test_resume_continues_an_existing_run(
-    ray_session: None, digits_dataset: Path, tmp_path: Path
+    ray_session: None, digits_dataset: Path, tmp_path: Path, pomona, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     train(config(digits_dataset, run, epochs=2, num_workers=1))
@@ -175,6 +177,19 @@ def test_resume_continues_an_existing_run(
     assert [(int(r["epoch"]), int(r["attempt"])) for r in rows] == [(1, 1), (2, 1), (3, 2)]
     with pytest.raises(ConfigError, match="cannot resume"):
         train(config(digits_dataset, tmp_path / "never", num_workers=1), resume=True)
+
+    # Checkpointed to its last epoch: the CLI says so, and does not start Ray for nothing.
+    assert checkpointed_epoch(as_location(run)) == 3
+    assert checkpointed_epoch(as_location(tmp_path / "never")) == 0
+    monkeypatch.setattr(runtime, "ensure_ray", lambda *_a, **_k: pytest.fail("Ray was started"))
+    for epochs in ("3", "2"):
+        result = pomona("train", "--resume", run, "--epochs", epochs)
+        assert result.code == 0, result.err
+        assert result.out.startswith(
+            f"{run} has trained 3 epochs (--epochs {epochs}): nothing to resume. Train it "
+            f"further with --resume {run} --epochs N, N over 3.\n"
+        )
+        assert result.err == ""  # nothing from Ray's checkpoint manager either
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,6 @@ def train_command(
     enough. --resume RUN continues RUN from its last checkpoint (flags and --set may extend it,
     e.g. --epochs 20).
     """
-    from pomona.train.config import TrainConfig
     from pomona.train.run_dir import CONFIG_FILE, check_run_dir
 
     flags = {
@@ -109,21 +108,22 @@ def _run_and_show(config: TrainConfig, *, resume: bool) -> list[dict[str, float]
     """Train with a progress bar fed from RUN/metrics.csv, then print the epoch table."""
     from pomona.cluster.runtime import check_local_gpus
     from pomona.train.preflight import prepare_run
-    from pomona.train.run_dir import read_metrics
+    from pomona.train.run_dir import checkpointed_epoch, read_metrics
     from pomona.train.trainer import run
 
     # Everything a user can fix is checked before Ray starts.
     prepared = prepare_run(config, resume=resume, registry=session.open_registry())
-    done_rows = read_metrics(prepared.run_dir) if resume else []
-    if done_rows and int(done_rows[-1]["epoch"]) >= config.epochs:
+    trained = checkpointed_epoch(prepared.run_dir) if resume else 0
+    if trained and trained >= config.epochs:
         console.print(
-            f"{config.out} has trained all {config.epochs} of its epochs: nothing to resume. "
-            f"Train it further with --resume {config.out} --epochs N, N over {config.epochs}.",
+            f"{config.out} has trained {trained} epochs (--epochs {config.epochs}): nothing to "
+            f"resume. Train it further with --resume {config.out} --epochs N, N over {trained}.",
             soft_wrap=True,
             markup=False,
         )
-        _print_epochs(done_rows)
-        return done_rows
+        rows = read_metrics(prepared.run_dir)
+        _print_epochs(rows)
+        return rows
     session.connect()
     check_local_gpus(config.gpus, session.address, "--workers")
     run_dir = prepared.run_dir

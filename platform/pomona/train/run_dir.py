@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import shutil
 import tempfile
@@ -78,6 +79,27 @@ def read_config(run_dir: Path | Location) -> TrainConfig:
         ConfigError: there is none, or it does not validate.
     """
     return load_config(TrainConfig, as_location(run_dir) / CONFIG_FILE)
+
+
+def checkpointed_epoch(run_dir: Location) -> int:
+    """The epoch of the newest checkpoint Ray Train recorded for the run, which a resume
+    continues after; 0 before the first. Read from storage, without Ray."""
+    from ray.train import Result
+
+    storage = run_dir / CHECKPOINTS
+    if not storage.is_dir():
+        return 0
+    # Ray logs, at INFO, that a new run in this folder would resume: not news to a reader.
+    train_logger = logging.getLogger("ray.train")
+    level = train_logger.level
+    train_logger.setLevel(logging.WARNING)
+    try:
+        result = Result.from_path(storage.path, storage_filesystem=storage.filesystem)
+    except (RuntimeError, ValueError, OSError):  # no checkpoint recorded yet
+        return 0
+    finally:
+        train_logger.setLevel(level)
+    return int(result.metrics.get("epoch", 0)) if result.checkpoint is not None else 0
 
 
 def read_metrics(run_dir: Path | Location) -> list[dict[str, float]]:
