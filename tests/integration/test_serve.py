@@ -499,6 +499,6 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
         messages["version twice"]
         == "version=1 and alias=production each pin a version: give only one"
     )
-    assert messages["a bad part"] == "files[1] 'notes.txt': not an image (unrecognised format)"
+    assert messages["a bad part"] == "files 2 of 2 'notes.txt': not an image (unrecognised format)"
     assert messages["unknown route"] == "GET /v1/nothing: Not Found; the routes are listed at /docs"
     assert messages["wrong method"] == f"GET {predict}: Method Not Allowed; use POST"

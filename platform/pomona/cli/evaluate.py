@@ -49,37 +49,58 @@ ImagesArgument = Annotated[
 ]
 
 
-def _image_files(images: list[Path], spec: Preprocessing) -> list[Path]:
-    """``images`` with each folder replaced by the usable images below it, sorted.
+def _listed(images: list[Path]) -> list[tuple[Path, list[Path] | None]]:
+    """Each of ``images`` with, for a folder, the files below it (sorted, litter skipped):
+    listed before the model loads, so that an empty folder is reported first.
 
-    Litter is skipped silently. A file in a folder that is not a usable image (text, empty,
-    truncated) is skipped with a note on stderr, as ingest rejects it; found by decoding it once
-    here, so a folder's broken file never stops the command midway. A file named on the command
-    line is kept, and loading it reports it.
+    Raises:
+        DatasetError: a folder holds no files.
+    """
+    from pomona.data.discover import walk_files
+
+    return [
+        (
+            path,
+            [path / rel for rel in walk_files(path, "image files")[0]] if path.is_dir() else None,
+        )
+        for path in images
+    ]
+
+
+def _usable(listed: list[tuple[Path, list[Path] | None]], spec: Preprocessing) -> list[Path]:
+    """The image files to use: each one named, and the usable images of each folder.
+
+    A file in a folder that is not a usable image (text, empty, truncated) is skipped with a
+    note on stderr, as ingest rejects it; found by decoding it once here, so a folder's broken
+    file never stops the command midway. A file named on the command line is kept, and loading
+    it reports it.
 
     Raises:
         DatasetError: a folder holds no usable images.
     """
-    from pomona.data.discover import walk_files
     from pomona.data.images import ImageRejected, load
 
     files: list[Path] = []
     skipped: list[str] = []
-    for path in images:
-        if not path.is_dir():
+    for path, below in listed:
+        if below is None:
             files.append(path)
             continue
         found: list[Path] = []
-        for file in (path / rel for rel in walk_files(path, "image files")[0]):
+        rejected: list[str] = []
+        for file in below:
             try:
                 load(file, spec)
-            except (ImageRejected, OSError) as error:
-                skipped.append(f"{file} ({error})")
+            except ImageRejected as error:
+                rejected.append(f"{file} ({error})")
+            except OSError as error:
+                rejected.append(f"{file} (cannot read: {error.strerror or error})")
             else:
                 found.append(file)
         if not found:
-            raise DatasetError(f"folder {path} holds no usable images: {_some(skipped)}")
+            raise DatasetError(f"folder {path} holds no usable images: {_some(rejected)}")
         files += found
+        skipped += rejected
     if skipped:
         what = (
             "file that is not a usable image"
@@ -214,8 +235,9 @@ def predict_command(
     """Print the top-k classes of each image file with their probabilities."""
     from pomona.inference import predict_files
 
+    listed = _listed(images)
     network, card, named = _load(model, registry)
-    images = _image_files(images, card.preprocessing)
+    images = _usable(listed, card.preprocessing)
     predictions = predict_files(network, card, images, top_k)
     if as_json:
         payload = [
@@ -254,8 +276,9 @@ def explain_command(
     from pomona.evaluate.explain import explain_files
     from pomona.inference import predict_files
 
+    listed = _listed(images)
     network, card, named = _load(model, registry)
-    images = _image_files(images, card.preprocessing)
+    images = _usable(listed, card.preprocessing)
     predictions = predict_files(network, card, images, top_k=1)
     written = explain_files(network, card, card.architecture, images, out)
     console.print(f"model: {named}", markup=False, soft_wrap=True)

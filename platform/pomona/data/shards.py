@@ -121,7 +121,8 @@ def read_manifest(dataset_dir: DatasetDir) -> Manifest:
     path = location / MANIFEST_FILE
     if not path.is_file():
         if location.name == MANIFEST_FILE and location.is_file():
-            folder = str(dataset_dir).rstrip("/").removesuffix(MANIFEST_FILE).rstrip("/") or "."
+            head = str(dataset_dir).rstrip("/").removesuffix(MANIFEST_FILE)
+            folder = head.rstrip("/") or ("/" if head else ".")
             raise DatasetError(
                 f"{dataset_dir} is a dataset's manifest: pass the dataset's folder, {folder}"
             )

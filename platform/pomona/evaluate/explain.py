@@ -64,7 +64,8 @@ def explain_files(
     Overlays keep the files' folders below the one folder all of them share, and are named
     ``<file stem>.gradcam.png``: ``shapes/circle/01.png`` and ``shapes/square/01.png`` give
     ``OUT/circle/01.gradcam.png`` and ``OUT/square/01.gradcam.png``; one file gives
-    ``OUT/<stem>.gradcam.png``.
+    ``OUT/<stem>.gradcam.png``. Files of one folder that share a stem (``01.png``, ``01.jpg``)
+    get ``-2``, ``-3``... in the order given, so no overlay overwrites another.
 
     Args:
         model: the classifier.
@@ -83,13 +84,19 @@ def explain_files(
     absolute = [Path(os.path.abspath(path)) for path in paths]
     shared = Path(os.path.commonpath([path.parent for path in absolute])) if paths else out_dir
     written: list[Path] = []
+    taken: set[Path] = set()
     for chunk in chunks(paths):
         pixels = load_images(chunk, card.preprocessing)
         overlays = gradcam_overlays(model, architecture, card.preprocessing, pixels)
         for picture in overlays:
             source = absolute[len(written)]
-            target = out_dir / source.parent.relative_to(shared) / f"{source.stem}{OVERLAY_SUFFIX}"
+            folder = out_dir / source.parent.relative_to(shared)
+            target, copy = folder / f"{source.stem}{OVERLAY_SUFFIX}", 1
+            while target in taken:  # 01.png and 01.jpg side by side
+                copy += 1
+                target = folder / f"{source.stem}-{copy}{OVERLAY_SUFFIX}"
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, png_bytes(picture))
             written.append(target)
+            taken.add(target)
     return written

@@ -135,20 +135,22 @@ def load_state_dict_file(source: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
-def _architecture_named(state_dict: dict[str, torch.Tensor]) -> str | None:
-    """The architecture whose tensor names ``state_dict`` has, head aside; None if none.
+def _architectures_named(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """The architectures whose tensor names ``state_dict`` has, head aside.
 
     Each network is built on the meta device: no memory, no initialisation.
     """
+    found = []
+    given = set(state_dict)
     for architecture, spec in ARCHITECTURES.items():
         with torch.device("meta"):
             names = build_model(architecture, num_classes=2, in_channels=3).state_dict().keys()
         head = f"{spec.head}."
         if {k for k in names if not k.startswith(head)} == {
-            k for k in state_dict if not k.startswith(head)
+            k for k in given if not k.startswith(head)
         }:
-            return architecture
-    return None
+            found.append(architecture)
+    return found
 
 
 def source_classes(source: str | Path) -> list[str] | None:
@@ -335,11 +337,11 @@ def apply_pretrained(
             else:
                 problems.append(f"missing {key}")
     if problems:
-        named_as = _architecture_named(state_dict)
-        if named_as is not None and named_as != architecture:
+        named_as = _architectures_named(state_dict)
+        if named_as and architecture not in named_as:
             raise CheckpointError(
-                f"pretrained weights do not fit {architecture}: they are {named_as} weights; "
-                f"fine-tune them with --model {named_as} (model.architecture)"
+                f"pretrained weights do not fit {architecture}: they are {named_as[0]} weights; "
+                f"fine-tune them with --model {named_as[0]} (model.architecture)"
             )
         more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
         raise CheckpointError(

@@ -4,7 +4,8 @@ Every command that reads a model accepts the same forms: a run directory, a mode
 registry version directory (anything holding ``model.json``), one of the two model files (each
 as a local path or a URI such as ``s3://bucket/runs/r1``), or a registry reference (``name``,
 ``name:N``, ``name:latest``, ``name@alias``). Paths win over registry names, so ``./cats``
-always means the folder even when a model ``cats`` is registered.
+means the model folder even when a model ``cats`` is registered; only a folder that holds no
+model (``./cats``, the images of the model ``cats``) gives way to the registered model.
 Whatever the form, the weights are checked against a recorded sha256 before the directory is
 returned: a path against its card's ``weights_sha256``, a registry version against
 ``version.json``.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from pomona.errors import ModelNotFoundError, RegistryError
+from pomona.errors import ConfigError, ModelNotFoundError, RegistryError
 from pomona.location import Location, as_location, is_uri
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.registry.cache import cached_model
@@ -89,7 +90,7 @@ def resolve_reference(reference: str | Location, registry: Registry | None = Non
         # of the model ``shapes``) does not hide that model.
         try:
             return _registered(reference, registry)
-        except (RegistryError, ModelNotFoundError):
+        except (RegistryError, ModelNotFoundError, ConfigError, OSError):  # no such model there
             raise ModelNotFoundError(
                 f"{path} is a directory without {CARD_FILE}; {_FORMS}"
             ) from None

@@ -280,6 +280,12 @@ def _posted_image_model(scope: Scope) -> str | None:
     return match[1] if _media_type(Headers(scope=scope)).startswith(IMAGE_TYPES) else None
 
 
+def _part_name(field: str, index: int, count: int, filename: str | None) -> str:
+    """How an error names a form's part: ``files 2 of 3 'cat.png'``, ``file``."""
+    name = f"{field} {index + 1} of {count}" if count > 1 else field
+    return f"{name} {filename!r}" if filename else name
+
+
 def _predict_route(
     suffix: str, summary: str, description: str, answer: type[BaseModel], many: bool
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -402,7 +408,7 @@ class Api:
 
     async def _payloads(self, request: Request, field: str) -> list[tuple[str, bytes]]:
         """The posted images, each with the name an error about it gives: none for the body,
-        ``file 'cat.png'`` or ``files[2] 'cat.png'`` for the parts of a form."""
+        ``file 'cat.png'`` or ``files 2 of 3 'cat.png'`` for the parts of a form."""
         limit = self._args.max_body_bytes
         kind = _media_type(request.headers)
         if kind.startswith(IMAGE_TYPES):
@@ -419,12 +425,8 @@ class Api:
             uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
             if not uploads:
                 raise UnprocessableInput(f"the multipart form has no file field {field!r}")
-            numbered = len(uploads) > 1
             return [
-                (
-                    f"{field}{f'[{i}]' if numbered else ''} {upload.filename or ''!r}",
-                    await upload.read(),
-                )
+                (_part_name(field, i, len(uploads), upload.filename), await upload.read())
                 for i, upload in enumerate(uploads)
             ]
 

@@ -46,6 +46,12 @@ def test_explain_writes_one_overlay_per_file_for_the_predicted_class(
     ]
     one = explain_files(model, card, card.architecture, [twin], tmp_path / "one")
     assert one == [tmp_path / "one" / "0.gradcam.png"]
+    # Two files of one folder with one stem: the second is numbered, neither is lost.
+    jpeg = image_files[0].with_suffix(".jpg")
+    Image.open(image_files[1]).convert("RGB").save(jpeg)
+    pair = explain_files(model, card, card.architecture, [image_files[0], jpeg], tmp_path / "pair")
+    assert pair == [tmp_path / "pair" / "0.gradcam.png", tmp_path / "pair" / "0-2.gradcam.png"]
+    assert all(path.is_file() for path in pair)
     pixels = np.stack([images.load(p, card.preprocessing) for p in inputs])
     batch = to_model_input(torch.from_numpy(pixels), card.preprocessing)
     heatmaps = grad_cam(model, target_layer(model, card.architecture), batch)

@@ -87,6 +87,9 @@ def test_failures_say_what_was_tried(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pets").mkdir()
     assert resolve_model("pets", registry) == Path(registry.uri) / "pets" / "versions" / "2"
+    monkeypatch.setenv("POMONA_REGISTRY", "ftp://host/registry")  # a registry that cannot open
+    with pytest.raises(ModelNotFoundError, match=r"pets is a directory without model\.json"):
+        resolve_model("pets")
     (tmp_path / "weights.pt").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match=r"is neither model\.safetensors nor model\.json"):
         resolve_model(str(tmp_path / "weights.pt"), registry)
