@@ -55,7 +55,10 @@ def sweep_command(
     ] = None,
     data: Annotated[str | None, typer.Option(help="Ingested dataset directory.")] = None,
     out: Annotated[str | None, typer.Option(help="Sweep directory to create.")] = None,
-    model: Annotated[str | None, typer.Option(help="Architecture (pomona models list).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help=_help("train.model.architecture", "Architecture (pomona models list).")),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(help=_help("train.epochs", "Epochs per trial (at most)."))
     ] = None,
@@ -70,8 +73,12 @@ def sweep_command(
             "their workers still gets a core)."
         ),
     ] = None,
-    scheduler: Annotated[str | None, typer.Option(help="asha (default) or fifo.")] = None,
-    searcher: Annotated[str | None, typer.Option(help="random (default) or optuna.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help=_help("scheduler.name", "asha or fifo."))
+    ] = None,
+    searcher: Annotated[
+        str | None, typer.Option(help=_help("searcher", "random or optuna."))
+    ] = None,
     seed: Annotated[int | None, typer.Option(help=_help("seed", "Searcher seed."))] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the interrupted sweep in this directory.")
