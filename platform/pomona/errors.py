@@ -3,9 +3,19 @@
 Every error a user can cause derives from :class:`PomonaError`; the CLI prints its message on one
 line and exits with status 2, and the serving layer maps ``http_status`` onto the response. The
 classes take a single message argument so they pickle cleanly across Ray processes.
+:func:`first_few` is how their messages list many things.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def first_few(items: Sequence[str], shown: int) -> str:
+    """The first ``shown`` of ``items``, comma-separated, and how many more there are:
+    ``a, b, c and 4 more``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 class PomonaError(Exception):

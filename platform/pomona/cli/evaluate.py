@@ -18,7 +18,7 @@ from rich.table import Column, Table
 
 from pomona.cli.console import console, err_console, progress_bar
 from pomona.cli.session import session
-from pomona.errors import DatasetError
+from pomona.errors import DatasetError, first_few
 
 if TYPE_CHECKING:
     from torch import nn
@@ -98,7 +98,7 @@ def _usable(listed: list[tuple[Path, list[Path] | None]], spec: Preprocessing) -
             else:
                 found.append(file)
         if not found:
-            raise DatasetError(f"folder {path} holds no usable images: {_some(rejected)}")
+            raise DatasetError(f"folder {path} holds no usable images: {first_few(rejected, 3)}")
         files += found
         skipped += rejected
     if skipped:
@@ -108,15 +108,9 @@ def _usable(listed: list[tuple[Path, list[Path] | None]], spec: Preprocessing) -
             else "files that are not usable images"
         )
         err_console.print(
-            f"skipped {len(skipped)} {what}: {_some(skipped)}", soft_wrap=True, markup=False
+            f"skipped {len(skipped)} {what}: {first_few(skipped, 3)}", soft_wrap=True, markup=False
         )
     return files
-
-
-def _some(items: list[str], shown: int = 3) -> str:
-    """The first few of ``items``, and how many more there are."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 def _resolve(model: str, registry: str | None) -> tuple[Path, str]:

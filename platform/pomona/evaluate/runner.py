@@ -36,7 +36,7 @@ from torch import nn
 from pomona.data.loader import read_split
 from pomona.data.manifest import Manifest
 from pomona.data.shards import MANIFEST_FILE, DatasetDir, image_array, open_dataset, shard_paths
-from pomona.errors import ConfigError, DatasetError
+from pomona.errors import ConfigError, DatasetError, first_few
 from pomona.evaluate.explain import gradcam_overlays
 from pomona.evaluate.html import GalleryItem, png_bytes, write_html_report
 from pomona.evaluate.metrics import compute_metrics, misclassified
@@ -245,8 +245,7 @@ def _class_difference(dataset: Sequence[str], model: Sequence[str]) -> str:
     parts = []
     for where, names in (("only in the dataset", only_dataset), ("only in the model", only_model)):
         if names:
-            more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
-            parts.append(f"{where}: {', '.join(names[:_LISTED])}{more}")
+            parts.append(f"{where}: {first_few(names, _LISTED)}")
     return "; ".join(parts)
 
 

@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from pomona.errors import CheckpointError
+from pomona.errors import CheckpointError, first_few
 from pomona.models.artifact import load_model, read_card
 from pomona.models.card import CARD_FILE, WEIGHTS_FILE
 from pomona.models.zoo import ARCHITECTURES, build_model, get_spec, unwrap
@@ -218,12 +218,10 @@ def choose_head(
 def _class_difference(weights: list[str], dataset: list[str]) -> str:
     if sorted(weights) == sorted(dataset):
         return "the classes differ: same names in another order"
-    return f"the classes differ: weights {_listed(weights)}; dataset {_listed(dataset)}"
-
-
-def _listed(names: list[str]) -> str:
-    more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
-    return ", ".join(names[:_MAX_LISTED]) + more
+    return (
+        f"the classes differ: weights {first_few(weights, _MAX_LISTED)}; "
+        f"dataset {first_few(dataset, _MAX_LISTED)}"
+    )
 
 
 def _load_pickle_free(path: Path) -> dict[str, torch.Tensor]:
