@@ -92,6 +92,10 @@ def test_registry_flow(
     }
     result = pomona("registry", "show", "digits")
     assert "digits:3" in result.out and "test_top1_error" in result.out
+    # Each digest whole on its line, for copying; no line padded with spaces.
+    weights_digest = version["files"]["model.safetensors"]
+    assert f"sha256 model.safetensors  {weights_digest}\n" in result.out
+    assert all(line == line.rstrip() for line in result.out.splitlines())
     other = tmp_path / "other-report"
     other.mkdir()
     (other / "report.json").write_text(

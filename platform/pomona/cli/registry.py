@@ -3,6 +3,7 @@ and remove what killed registrations left behind."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -198,14 +199,7 @@ def _print_version(
 ) -> None:
     pointing = sorted(a for a, v in aliases.items() if v == version.version)
     classes = ", ".join(version.classes)
-    table = Table(
-        Column(no_wrap=True),
-        Column(overflow="fold"),
-        show_header=False,
-        box=None,
-        padding=(0, 2, 0, 0),
-    )
-    for key, value in (
+    rows = [
         ("version", f"{version.ref} in {uri}"),
         ("aliases", ", ".join(pointing) or "-"),
         ("created", version.created.isoformat(timespec="seconds")),
@@ -218,9 +212,23 @@ def _print_version(
         *_sweep_rows(version),
         *((f"sha256 {name}", digest) for name, digest in sorted(version.files.items())),
         ("checksums", checksums),
-    ):
-        table.add_row(key, escape(value))
-    console.print(table)
+    ]
+    # Lines of their own rather than a table: a long value wraps under its column between words,
+    # and a digest or a path is never cut (a terminal wraps it, and copies it, whole).
+    indent = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:
+        console.print(
+            textwrap.fill(
+                value,
+                width=max(console.width, indent + 20),
+                initial_indent=key.ljust(indent),
+                subsequent_indent=" " * indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            ),
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 def _sweep_rows(version: ModelVersion) -> list[tuple[str, str]]:
