@@ -36,6 +36,17 @@ def test_training_on_gpus_is_refused_where_ray_has_none(
     assert not out.exists()
 
 
+def test_evaluating_on_gpus_is_refused_where_ray_has_none(
+    pomona, ray_session, digits_model: Path, digits_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = pomona("evaluate", digits_model, "--data", digits_dataset, "--out", out, "--use-gpu")
+    assert result.code == 2, result.err
+    # Under the progress bar's "starting Ray" line.
+    assert result.err.endswith(f"\nerror: --use-gpu {NO_GPU}")
+    assert not out.exists()
+
+
 def test_serving_on_gpus_is_refused_where_ray_has_none(digits_model: Path, tmp_path: Path) -> None:
     from pomona.registry import Registry
 

@@ -148,6 +148,7 @@ def evaluate_command(
     registry: RegistryOption = None,
 ) -> None:
     """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""
+    from pomona.cluster.runtime import check_local_gpus
     from pomona.evaluate.html import REPORT_FILE
     from pomona.evaluate.runner import MISCLASSIFIED_CSV, evaluate_model
     from pomona.location import is_uri
@@ -161,6 +162,7 @@ def evaluate_command(
             nonlocal task
             task = bar.add_task("starting Ray", total=None, status="")
             session.connect()
+            check_local_gpus(1 if use_gpu else 0, session.address, "--use-gpu")
 
         def update(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)

@@ -114,8 +114,7 @@ def evaluate_model(
         The report written to ``out_dir/report.json`` (an :class:`EvaluationMetrics`).
 
     Raises:
-        ConfigError: a bad argument, ``out_dir`` holds something other than a report, or
-            ``use_gpu`` on a cluster without GPUs.
+        ConfigError: a bad argument, or ``out_dir`` holds something other than a report.
         DatasetError: the split is empty or missing, or the dataset's images or classes do not
             match the model card.
         ModelNotFoundError, CheckpointError: ``model_dir`` is not a loadable model.
@@ -143,8 +142,6 @@ def evaluate_model(
     _check_compatible(card, manifest, dataset_dir)
     if connect is not None:
         connect()
-    if use_gpu and not ray.cluster_resources().get("GPU"):
-        raise ConfigError("--use-gpu was given but the Ray cluster has no GPU")
     notify = progress or (lambda _stage, _done, _total: None)
 
     labels, paths, probs = _predict(
