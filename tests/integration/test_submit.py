@@ -72,6 +72,25 @@ def test_wrong_token_is_one_error_line(cluster: LocalCluster) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_joining_with_the_wrong_token_is_refused_at_once(cluster: LocalCluster) -> None:
+    # Joining the GCS (`serve status` and the other commands that run on a cluster) retried
+    # 20 times, a second apart, and ended in a traceback.
+    gcs = cluster.cluster.address
+    result = pomona_cli("--address", gcs, "serve", "status",
+                        env={"RAY_AUTH_TOKEN": "not-the-token"}, timeout_s=15)  # fmt: skip
+    assert result.returncode == 2
+    # Ray's C++ client warns once before the error line.
+    assert result.stderr.splitlines()[-1].startswith(f"error: {gcs} refused the Ray token")
+    assert "Traceback" not in result.stderr
+
+
+def test_joining_reads_the_token_without_ray_auth_mode(cluster: LocalCluster) -> None:
+    result = pomona_cli("--address", cluster.cluster.address, "serve", "status",
+                        env={"RAY_AUTH_MODE": None})  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no pomona Serve application is running"), result.stderr
+
+
 @pytest.mark.parametrize("scheme", ["http://", ""], ids=["dashboard", "gcs"])
 @pytest.mark.parametrize("command", [["submit", "ingest", "SRC", "OUT"], ["jobs", "list"]])
 def test_unreachable_address_is_one_error_line(

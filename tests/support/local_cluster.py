@@ -41,7 +41,7 @@ def local_cluster(
     """
     from ray.cluster_utils import Cluster
 
-    from pomona.cluster.submit import use_token_if_available
+    from pomona.cluster.runtime import use_token_if_available
 
     ray_cli = Path(sys.executable).with_name("ray")
     subprocess.run([str(ray_cli), "get-auth-token", "--generate"], capture_output=True, check=True)
@@ -72,13 +72,15 @@ def local_cluster(
 
 
 def pomona_cli(
-    *args: object, env: dict[str, str] | None = None, timeout_s: float = 600
+    *args: object, env: dict[str, str | None] | None = None, timeout_s: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``pomona ARGS`` in a fresh process of this interpreter, from the repository root."""
+    """Run ``pomona ARGS`` in a fresh process of this interpreter, from the repository root,
+    with ``env`` added to this one's environment (None removes a variable)."""
+    merged = {**os.environ, "PYTHONPATH": str(REPO / "platform"), **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", "from pomona.cli import main; main()", *map(str, args)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO / "platform"), **(env or {})},
+        env={key: value for key, value in merged.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=timeout_s,

@@ -128,6 +128,53 @@ def use_local_ray_defaults(address: str | None = None) -> None:
         os.environ.setdefault(key, value)
 
 
+def use_token_if_available() -> None:
+    """Send the Ray token when there is one, as the ``ray`` CLI does, to join a cluster.
+
+    A process that starts no Ray has token mode off unless ``RAY_AUTH_MODE`` says otherwise;
+    Ray's own helper turns it on when a token is found (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``, where a local Ray writes its own). Its
+    notice is not for this command's user, so it is kept off the terminal.
+    """
+    from ray._private.authentication import authentication_token_setup as setup
+
+    setup_logger = logging.getLogger(setup.__name__)
+    level = setup_logger.level
+    setup_logger.setLevel(logging.ERROR)
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        setup_logger.setLevel(level)
+
+
+def token_refused(where: str, reason: str) -> str:
+    """The message for a cluster at ``where`` that refused this process's Ray token, with Ray's
+    ``reason`` (its first line)."""
+    first = reason.splitlines()[0].rstrip(":")
+    return (
+        f"{where} refused the Ray token ({first}); set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to "
+        "the cluster's token (default ~/.ray/auth_token)"
+    )
+
+
+def _check_token(address: str) -> None:
+    """Fail at once when the GCS at a ``host:port`` address refuses this process's Ray token:
+    ``ray.init`` tries 20 times, a second apart, with a warning each time.
+
+    Raises:
+        ClusterError: the cluster refused the token.
+    """
+    if "://" in address or address == "auto":
+        return
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as error:
+        raise ClusterError(token_refused(address, str(error.message))) from None
+
+
 def ensure_ray(
     address: str | None = None,
     *,
@@ -147,7 +194,7 @@ def ensure_ray(
             one); ignored when joining a cluster.
 
     Raises:
-        ClusterError: nothing listens at the cluster address.
+        ClusterError: nothing listens at the cluster address, or it refused the Ray token.
     """
     use_local_ray_defaults(address)
     import ray
@@ -160,8 +207,17 @@ def ensure_ray(
     level = logging.INFO if log_to_driver else logging.ERROR
     if address:
         check_reachable(address)
+        use_token_if_available()
+        _check_token(address)
         logger.info("connecting to Ray at %s", address)
-        ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver, logging_level=level)
+        except ConnectionError as error:
+            # Ray's reason is a formatted traceback in the message of the error's cause.
+            reason = str(error.__cause__ or error)
+            if "InvalidAuthToken" not in reason:
+                raise
+            raise ClusterError(token_refused(address, "InvalidAuthToken")) from None
     else:
         # "local" always starts a new Ray: a bare ray.init() would join whatever cluster
         # /tmp/ray/ray_current_cluster names, even a dead one (then it waits for it forever);

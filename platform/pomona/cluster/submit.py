@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pomona
 from pomona.cluster.entrypoints import JobCommand, job_entrypoint
-from pomona.cluster.runtime import check_reachable
+from pomona.cluster.runtime import check_reachable, token_refused, use_token_if_available
 from pomona.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -71,11 +71,7 @@ def cluster_errors(address: str | None) -> Iterator[None]:
     try:
         yield
     except AuthenticationError as error:
-        first = str(error.message).splitlines()[0]
-        raise ClusterError(
-            f"{where} refused the Ray token ({first.rstrip(':')}); set RAY_AUTH_TOKEN or "
-            "RAY_AUTH_TOKEN_PATH to the cluster's token (default ~/.ray/auth_token)"
-        ) from None
+        raise ClusterError(token_refused(where, str(error.message))) from None
     except ConnectionError:
         raise ClusterError(
             f"cannot reach the Ray dashboard at {where}; check the cluster is up and pass "
@@ -106,24 +102,6 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
         check_reachable(address)
     with cluster_errors(address):
         return JobSubmissionClient(address)
-
-
-def use_token_if_available() -> None:
-    """Send the Ray token when there is one, as the ``ray`` CLI does.
-
-    A process that starts no Ray has token mode off unless ``RAY_AUTH_MODE`` says otherwise;
-    Ray's own helper turns it on when a token is found. Its notice is not for this command's
-    user, so it is kept off the terminal.
-    """
-    from ray._private.authentication import authentication_token_setup as setup
-
-    setup_logger = logging.getLogger(setup.__name__)
-    level = setup_logger.level
-    setup_logger.setLevel(logging.ERROR)
-    try:
-        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    finally:
-        setup_logger.setLevel(level)
 
 
 def submit(client: JobSubmissionClient, command: JobCommand, args: list[str], root: Path) -> str:
