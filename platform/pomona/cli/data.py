@@ -79,7 +79,9 @@ def ingest_command(
         int | None, typer.Option(help="Decoding processes [default: all cores].")
     ] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Reject larger images undecoded.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT.")
+    ] = False,
 ) -> None:
     """Validate, preprocess and split an image folder into Parquet shards with a manifest."""
     height, width = parse_image_size(image_size)

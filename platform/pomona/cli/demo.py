@@ -25,7 +25,9 @@ def demo_command(
     ),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 6,
     workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in WORKDIR.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier demo in WORKDIR.")
+    ] = False,
 ) -> None:
     """Digits -> images -> Parquet shards -> Ray Train -> evaluation -> registry -> serving.
 

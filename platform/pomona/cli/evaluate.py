@@ -144,7 +144,9 @@ def evaluate_command(
         int, typer.Option(min=0, help="Most confident mistakes shown with Grad-CAM.")
     ] = 24,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per inference batch.")] = 256,
-    use_gpu: Annotated[bool, typer.Option(help="One GPU per inference actor.")] = False,
+    use_gpu: Annotated[
+        bool, typer.Option("--use-gpu", help="One GPU per inference actor.")
+    ] = False,
     registry: RegistryOption = None,
 ) -> None:
     """Evaluate MODEL on a dataset split: metrics, plots, mistakes with Grad-CAM, HTML report."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +11,10 @@ import typer
 from pomona.cli.console import console
 from pomona.cluster.k8s import K8sSettings
 from pomona.cluster.kustomize import render_to
-from pomona.config import load_config
+from pomona.config import load_config, with_default
 from pomona.errors import ConfigError
+
+_help = functools.partial(with_default, K8sSettings)
 
 k8s_app = typer.Typer(help="Kubernetes (KubeRay) manifests.", no_args_is_help=True)
 
@@ -19,26 +22,37 @@ k8s_app = typer.Typer(help="Kubernetes (KubeRay) manifests.", no_args_is_help=Tr
 @k8s_app.command("render")
 def render_command(
     out: Annotated[Path, typer.Option(help="Directory to write the kustomize layout to.")],
-    image: Annotated[str | None, typer.Option(help="Image repository, no tag.")] = None,
-    tag: Annotated[str | None, typer.Option(help="Image tag; variants add -cpu / -gpu.")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Worker pods to start with; training's --workers.")
+    image: Annotated[
+        str | None, typer.Option(help=_help("image", "Image repository, no tag."))
     ] = None,
-    max_workers: Annotated[int | None, typer.Option(help="Autoscaling ceiling.")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help=_help("tag", "Image tag; variants add -cpu / -gpu."))
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=_help("workers", "Worker pods to start with; training's --workers.")),
+    ] = None,
+    max_workers: Annotated[
+        int | None, typer.Option(help=_help("max_workers", "Autoscaling ceiling."))
+    ] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Shared volume mount path for datasets, runs, registry.")
+        str | None,
+        typer.Option(
+            help=_help("storage", "Shared volume mount path for datasets, runs, registry.")
+        ),
     ] = None,
     serve_config: Annotated[
-        Path | None, typer.Option(help="Serve config YAML [default: serve/pomona.yaml].")
+        Path | None, typer.Option(help=_help("serve_config", "Serve config YAML."))
     ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="Dataset the RayJobs train on: a folder name under STORAGE/datasets "
-            "[default: digits]."
+            help=_help("dataset", "Dataset the RayJobs train on: a folder under STORAGE/datasets.")
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT.")
+    ] = False,
 ) -> None:
     """Render a RayCluster, training and sweep RayJobs, a RayService and a PodMonitor.
 
