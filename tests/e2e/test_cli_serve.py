@@ -24,7 +24,7 @@ from support.local_cluster import local_cluster, pomona_cli
 
 from pomona.cluster.runtime import free_ports
 from pomona.registry import Registry
-from pomona.serving.config import AppArgs, Routing
+from pomona.serving.config import AppArgs
 
 pytestmark = pytest.mark.e2e
 
@@ -52,10 +52,10 @@ def test_build_writes_a_config_serve_accepts(pomona, registry: Path, tmp_path: P
     args = AppArgs.model_validate(app.args)
     assert args.references == ["digits"]
     assert (args.torch_threads, args.concurrent_batches) == (1, 3)
+    assert args.batch.max_batch_size == 8
     (api,) = app.deployments
-    routing = Routing.model_validate(api.user_config)
-    assert routing.models["digits"].targets == {"production": 1, "latest": 1}
-    assert routing.models["digits"].batch.max_batch_size == 8
+    # No routing: the registry it is deployed against is read when Serve deploys it.
+    assert "user_config" not in api.model_fields_set
     assert config.http_options.host == "127.0.0.1"
     assert api.autoscaling_config["max_replicas"] == 3
 
@@ -95,10 +95,21 @@ def test_build_into_a_folder_that_cannot_be_created_is_one_error_line(
     assert blocker.read_text() == "not a directory"
 
 
-def test_bad_references_and_splits_are_one_line_errors(pomona, registry: Path) -> None:
-    missing = pomona("--registry", registry, "serve", "build", "digits@canary")
+def test_bad_references_and_splits_are_one_line_errors(
+    pomona, registry: Path, tmp_path: Path, ray_forbidden: None
+) -> None:
+    # `pomona serve` resolves the references before Ray starts.
+    missing = pomona("--registry", registry, "serve", "digits@canary")
     assert missing.code == 2 and "digits has no alias 'canary'" in missing.err
-    twice = pomona("--registry", registry, "serve", "build", "digits", "digits:1")
+    # The build reads no registry: what a reference points at is resolved at deploy time.
+    elsewhere = tmp_path / "cluster-registry"
+    out = tmp_path / "built.yaml"
+    built = pomona("--registry", elsewhere, "serve", "build", "digits@canary", "--out", out)
+    assert built.code == 0, built.err
+    assert not elsewhere.exists()
+    malformed = pomona("--registry", registry, "serve", "build", "Digits!", "--out", out)
+    assert malformed.code == 2 and "Digits!" in malformed.err
+    twice = pomona("--registry", registry, "serve", "build", "digits", "digits:1", "--out", out)
     assert twice.code == 2 and "served once" in twice.err
 
 
@@ -135,6 +146,16 @@ def test_a_taken_port_is_refused_before_ray_starts(registry: Path, option: str) 
     )
 
 
+def test_one_port_for_http_and_metrics_is_refused_before_ray_starts(registry: Path) -> None:
+    (port,) = free_ports(1)
+    result = pomona_cli("--registry", registry, "serve", "digits", "--port", port,
+                        "--metrics-port", port, timeout_s=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: --metrics-port {port} is also the HTTP --port: give each its own\n"
+    )
+
+
 def test_a_corrupted_version_is_refused_before_ray_starts(pomona, registry: Path) -> None:
     weights = registry / "digits" / "versions" / "1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"!")
@@ -143,14 +164,15 @@ def test_a_corrupted_version_is_refused_before_ray_starts(pomona, registry: Path
         "--registry", registry, "serve", "digits", "--port", api, "--metrics-port", metrics,
         timeout_s=120,
     )  # fmt: skip
+    assert started.returncode == 2, started.stderr
+    # Checked on the command line: not a failed Serve deployment after three replica starts.
+    assert started.stderr.startswith("error: digits:1 in "), started.stderr
+    assert "model.safetensors" in started.stderr
+    assert started.stderr.rstrip().endswith("the file was modified or corrupted after registration")
+    # A build reads no registry: the versions are chosen, and checked by each replica, where
+    # and when the config is deployed.
     built = pomona("--registry", registry, "serve", "build", "digits", "--out", registry / "x.yaml")
-    for code, errors in ((started.returncode, started.stderr), (built.code, built.err)):
-        assert code == 2, errors
-        # Checked on the command line: not a failed Serve deployment after three replica starts.
-        assert errors.startswith("error: digits:1 in "), errors
-        assert "model.safetensors" in errors
-        assert errors.rstrip().endswith("the file was modified or corrupted after registration")
-    assert not (registry / "x.yaml").exists()
+    assert built.code == 0, built.err
 
 
 def _cluster_processes(gcs_address: str) -> list[psutil.Process]:
@@ -299,7 +321,7 @@ def test_serve_answers_and_a_stop_signal_leaves_no_process(
         output = "".join(lines)
         assert f"API:     http://127.0.0.1:{port}/v1/models" in output, output
         assert f"Metrics: http://127.0.0.1:{port + 1}/metrics" in output
-        (gcs_address,) = re.findall(r"RAY_AUTH_MODE=token pomona --address (\S+) serve", output)
+        (gcs_address,) = re.findall(r"pomona --address (\S+) serve", output)
         image = next(digits_folder.rglob("*.png")).read_bytes()
         answer = requests.post(
             f"http://127.0.0.1:{port}/v1/models/digits/predict",

@@ -1,8 +1,9 @@
 """The pomona Serve application over real HTTP on 127.0.0.1: one deployment for the module.
 
 Two versions of a tiny 16x16 digits classifier are registered (production -> 1, canary -> 2) and
-served with small queues, so overload is reachable on 2 cores. Tests run in file order and leave
-the split and aliases as they found them.
+served with small queues, so overload is reachable on 2 cores. It is deployed as ``pomona serve
+build`` writes it, without a routing: the application builder plans it from the registry when
+Serve deploys. Tests run in file order and leave the split and aliases as they found them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ from pomona.data.manifest import Preprocessing
 from pomona.models import build_model, save_model
 from pomona.registry import Registry
 from pomona.serving import control
-from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
-from pomona.serving.plan import plan_routing, serve_config
+from pomona.serving.config import (
+    APP_NAME,
+    AppArgs,
+    BatchSettings,
+    ModelRoute,
+    Routing,
+    ServeOptions,
+)
+from pomona.serving.plan import serve_config
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +52,7 @@ class Server:
     registry: Path
     images: list[Path]
     metrics_url: str
+    args: AppArgs
 
     def predict(self, path: Path | None = None, **params: object) -> requests.Response:
         data = (path or self.images[0]).read_bytes()
@@ -77,8 +86,12 @@ def server(
         )
         registry.register(model_dir, "digits")
     registry.set_alias("digits", 1, "production")
-    registry.set_alias("digits", 2, "canary")
-    args = AppArgs(registry=registry.uri, references=["digits"], max_body_bytes=256 * 1024)
+    args = AppArgs(
+        registry=registry.uri,
+        references=["digits"],
+        max_body_bytes=256 * 1024,
+        batch=BatchSettings(batch_wait_timeout_s=0.004),
+    )
     options = ServeOptions(
         port=free_ports(1)[0],
         min_replicas=1,
@@ -86,7 +99,10 @@ def server(
         max_ongoing_requests=4,
         max_queued_requests=4,
     )
-    control.deploy(serve_config(args, plan_routing(args), options))
+    built = serve_config(args, None, options)
+    # After the config was built: it must be read when Serve deploys.
+    registry.set_alias("digits", 2, "canary")
+    control.deploy(built)
     here = ray.get_runtime_context().get_node_id()
     metrics_port = next(n["MetricsExportPort"] for n in ray.nodes() if n["NodeID"] == here)
     images = sorted(digits_folder.rglob("*.png"))[:12]
@@ -95,6 +111,7 @@ def server(
         root / "registry",
         images,
         f"http://127.0.0.1:{metrics_port}/metrics",
+        args,
     )
     serve.shutdown()
 
@@ -160,6 +177,101 @@ def _assert_same(got: list[dict], want: list[dict]) -> None:
     assert [p["score"] for p in got] == pytest.approx([p["score"] for p in want], abs=1e-5)
 
 
+def test_a_built_config_serves_the_aliases_of_the_registry_when_deployed(
+    server: Server, pomona
+) -> None:
+    deployed = control._details()["applications"][APP_NAME]["deployed_app_config"]
+    assert "user_config" not in deployed["deployments"][0]
+    # What `pomona serve status` and the promote, traffic and batch commands start from.
+    assert control.state().routing == Routing(
+        models={
+            "digits": ModelRoute(
+                targets={"production": 1, "canary": 2, "latest": 2},
+                split={"production": 100},
+                batch=server.args.batch,
+            )
+        }
+    )
+    status = pomona("serve", "status")
+    assert status.code == 0, status.err
+    assert "│ canary, latest │ 0%" in status.out
+    assert "│ 16 / 4 ms" in status.out
+    assert "application running; replicas: api 1/1 healthy" in status.out
+    assert server.predict(alias="canary").json()["version"] == 2
+
+
+def _metric_samples(server: Server, name: str) -> list:
+    text = requests.get(server.metrics_url, timeout=30).text
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(name)
+    ]
+
+
+def _requests_by_label(server: Server) -> Counter[tuple[str, ...]]:
+    """``pomona_requests_total`` by replica, model, version and code."""
+    return Counter(
+        {
+            tuple(s.labels[k] for k in ("replica", "model", "version", "code")): s.value
+            for s in _metric_samples(server, "ray_pomona_requests_total")
+        }
+    )
+
+
+def test_every_answered_request_is_counted_once_by_code(server: Server) -> None:
+    """Early in the module, while the replica has refused nothing: every refusal it reports
+    is one this test sent (series of Serve apps that ran earlier in the session are
+    subtracted, and the answers of the tests before, all 200, are left out)."""
+    before = _requests_by_label(server)
+    good = server.images[0].read_bytes()
+    png = {"Content-Type": "image/png"}
+    predict = "/v1/models/digits/predict"
+    sent = [
+        ("post", predict + "?version=1", {"data": b"x", "headers": png}, ("digits", "1", "422")),
+        (
+            "post",
+            "/v1/models/Digits/predict",
+            {"data": good, "headers": png},
+            ("unknown", "", "422"),
+        ),
+        (
+            "post",
+            "/v1/models/digits:abc/predict",
+            {"data": good, "headers": png},
+            ("digits", "", "422"),
+        ),
+        ("post", predict + "?top_k=0", {"data": good, "headers": png}, ("digits", "", "422")),
+        ("post", predict + "?version=1&alias=canary", {"data": good}, ("digits", "", "422")),
+        ("post", predict, {"data": b"\0" * 300_000, "headers": png}, ("digits", "", "413")),
+        ("get", predict, {}, ("digits", "", "405")),
+        ("get", "/v1/nothing", {}, ("", "", "404")),
+        (
+            "post",
+            "/v2/models/digits/infer",
+            {"data": b"{nope", "headers": {"Content-Type": "application/json"}},
+            ("digits", "", "422"),
+        ),
+    ]
+    for method, path, kwargs, labels in sent:
+        response = requests.request(method, server.url + path, timeout=30, **kwargs)
+        assert response.status_code == int(labels[2]), (path, response.text)
+    expected = Counter(labels for *_, labels in sent)
+    seen: list[Counter[tuple[str, ...]]] = []
+
+    def refusals_counted() -> bool:
+        grown = _requests_by_label(server)
+        grown.subtract(before)
+        seen.append(Counter({k[1:]: n for k, n in grown.items() if n > 0 and k[3] != "200"}))
+        return seen[-1] == expected
+
+    try:
+        _wait_for(refusals_counted, f"pomona_requests_total to count {expected}")
+    finally:
+        print("last counted:", seen[-1:])
+
+
 def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:
     expected = _cli_predictions(pomona, server)
     for path, want in zip(server.images, expected, strict=True):
@@ -217,6 +329,7 @@ def test_http_predictions_equal_pomona_predict(server: Server, pomona) -> None:
     assert explain.status_code == 200
     assert explain.content.startswith(b"\x89PNG")
     assert requests.get(f"{server.url}/v2/health/ready", timeout=30).json() == {"ready": True}
+    assert requests.get(f"{server.url}/v2", timeout=30).json()["name"] == "pomona"
     assert requests.get(f"{server.url}/docs", timeout=30).status_code == 200
 
 
@@ -245,16 +358,6 @@ def test_an_image_body_and_a_multipart_upload_get_the_same_answers(server: Serve
     assert server.predict(top_k=0).json()["error"]["message"] == (
         "query.top_k: Input should be greater than or equal to 1"
     )
-
-
-def _metric_samples(server: Server, name: str) -> list:
-    text = requests.get(server.metrics_url, timeout=30).text
-    return [
-        sample
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith(name)
-    ]
 
 
 def test_concurrent_requests_are_batched(server: Server, pomona) -> None:
@@ -478,6 +581,16 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
         ("version twice", "post", predict + "?version=1&alias=production", {"data": good}, 422),
         ("unknown route", "get", "/v1/nothing", {}, 404),
         ("wrong method", "get", predict, {}, 405),
+        ("input name", "post", infer, {"json": tensor(name="input__0")}, 422),
+        ("two file parts", "post", predict, {"files": [("file", good), ("file", good)]}, 422),
+        ("no Content-Type", "post", predict, {"data": good}, 415),
+        (
+            "no boundary",
+            "post",
+            predict,
+            {"data": good, "headers": {"Content-Type": "multipart/form-data"}},
+            422,
+        ),
     ]
     expected = server.predict(top_k=1).json()["predictions"][0]["label"]
     messages = {}
@@ -485,8 +598,12 @@ def test_bad_input_gets_4xx_json_while_good_input_keeps_working(server: Server) 
         response = requests.request(method, server.url + path, timeout=30, **kwargs)
         assert response.status_code == code, (what, response.text)
         error = response.json()["error"]
-        assert error["code"] == code and error["message"], what
-        messages[what] = error["message"]
+        if path.startswith("/v2/"):  # the Open Inference Protocol's shape
+            assert isinstance(error, str) and error, what
+            messages[what] = error
+        else:
+            assert error["code"] == code and error["message"], what
+            messages[what] = error["message"]
         answer = server.predict(top_k=1)
         assert answer.status_code == 200, (what, answer.text)
         assert answer.json()["predictions"][0]["label"] == expected, what

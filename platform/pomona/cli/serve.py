@@ -33,7 +33,7 @@ from pomona.cli.session import session
 from pomona.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pomona.serving.config import BatchSettings
+    from pomona.serving.config import AppArgs, BatchSettings, ServeOptions
     from pomona.serving.control import AppState
 
 _START = "start"
@@ -105,7 +105,10 @@ ConcurrentBatches = Annotated[
 MaxQueued = Annotated[int, typer.Option(min=1, help="Queued requests before HTTP 503.")]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (HTTP 413).")]
 UseGpu = Annotated[
-    bool, typer.Option(help="One GPU per replica: the models run on CUDA.", show_default=False)
+    bool,
+    typer.Option(
+        "--use-gpu", help="One GPU per replica: the models run on CUDA.", show_default=False
+    ),
 ]
 
 
@@ -173,22 +176,23 @@ def _with_plan_options(command: Callable[..., None]) -> Callable[..., None]:
     return with_options
 
 
-def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, Any]:
-    """The Serve config for ``models``, every version it serves checked against its
-    registration: shared by ``start``, ``build`` and the demo."""
+def _settings(
+    models: list[str], options: PlanOptions, registry: str
+) -> tuple[AppArgs, ServeOptions]:
+    """The application's args (serving from ``registry``) and the deployment's settings."""
     from pomona.config import validate
     from pomona.serving.config import AppArgs, ServeOptions
-    from pomona.serving.plan import plan_routing, serve_config, verify_versions
 
-    registry = session.open_registry()
+    batch = {"max_batch_size": options.max_batch_size, "batch_wait_timeout_s": options.batch_wait_s}
     args = validate(
         AppArgs,
         {
-            "registry": registry.uri,
+            "registry": registry,
             "references": models,
             "max_body_bytes": options.max_body_bytes,
             "torch_threads": options.torch_threads,
             "concurrent_batches": options.concurrent_batches,
+            "batch": batch,
         },
         "serve arguments",
     )
@@ -197,10 +201,6 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
         {
             "host": options.host,
             "port": options.port,
-            "batch": {
-                "max_batch_size": options.max_batch_size,
-                "batch_wait_timeout_s": options.batch_wait_s,
-            },
             "min_replicas": options.min_replicas,
             "max_replicas": options.max_replicas,
             "max_queued_requests": options.max_queued,
@@ -208,7 +208,18 @@ def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, A
         },
         "serve options",
     )
-    routing = plan_routing(args, batch=serve_options.batch)
+    return args, serve_options
+
+
+def plan(models: list[str], options: PlanOptions = PlanOptions()) -> dict[str, Any]:
+    """The Serve config for ``models`` with the routing planned from the session's registry
+    now, every version it serves checked against its registration: shared by ``start`` and the
+    demo (``build`` leaves the routing to the registry it is deployed against)."""
+    from pomona.serving.plan import plan_routing, serve_config, verify_versions
+
+    registry = session.open_registry()
+    args, serve_options = _settings(models, options, registry.uri)
+    routing = plan_routing(args)
     verify_versions(routing, registry)
     return serve_config(args, routing, serve_options)
 
@@ -244,7 +255,7 @@ def start_command(
             console.print(
                 f"API:     {urls.api}/v1/models\nDocs:    {urls.api}/docs\n"
                 f"Metrics: {urls.metrics}\n"
-                f"Manage:  RAY_AUTH_MODE=token pomona --address {_ray_address()} serve "
+                f"Manage:  pomona --address {_ray_address()} serve "
                 "status|promote|traffic|batch\n"
                 "Ctrl-C stops serving.",
                 markup=False,
@@ -301,6 +312,10 @@ def serving(config: dict[str, Any], metrics_port: int | None = None) -> Iterator
         # Checked before Ray starts: Serve would report a taken port as a failed deployment
         # with a traceback, a minute later.
         _check_free(http["host"], http["port"], "--port")
+        if metrics_port == http["port"]:
+            raise ConfigError(
+                f"--metrics-port {metrics_port} is also the HTTP --port: give each its own"
+            )
         if metrics_port is not None:
             _check_free("127.0.0.1", metrics_port, "--metrics-port")
     if started and local:
@@ -379,9 +394,8 @@ def _join(command: str) -> None:
 
     if not ray.is_initialized() and cluster_address(session.address) is None:
         raise ConfigError(
-            f"which server? run `RAY_AUTH_MODE=token pomona --address ADDRESS serve {command}` "
-            "with the Ray address that `pomona serve` printed (or set RAY_ADDRESS), so Ray "
-            "sends its token"
+            f"which server? run `pomona --address ADDRESS serve {command}` with the Ray "
+            "address that `pomona serve` printed (or set RAY_ADDRESS)"
         )
     session.connect()
 
@@ -406,10 +420,18 @@ def build_command(
         Path, typer.Option(help="YAML file to write (replaced if an earlier build wrote it).")
     ] = Path("serve/pomona.yaml"),
 ) -> None:
-    """Write the Serve config for MODEL... (for Ray's serve run/deploy and KubeRay's RayService)."""
+    """Write the Serve config for MODEL... (for Ray's serve run/deploy and KubeRay's RayService).
+
+    The config names the references, not versions: the registry it is deployed against (its
+    args.registry, from --registry) is read when Serve deploys it, so a bare name serves that
+    registry's aliases as they are then (pin a version with name:N). The references are only
+    checked for form here: the registry need not hold them, nor exist on this machine. Every
+    model starts with --max-batch-size and --batch-wait-s (args.batch).
+    """
     import yaml
 
     from pomona.serving.control import validate_config
+    from pomona.serving.plan import serve_config
     from pomona.storage import atomic_write_text
 
     if out.is_file() and not out.read_text(errors="replace").startswith(_BUILT_BY):
@@ -417,7 +439,8 @@ def build_command(
             f"{out} exists and was not written by `pomona serve build`; choose another --out, "
             "or delete it first"
         )
-    config = plan(models, options)
+    args, serve_options = _settings(models, options, session.open_registry().uri)
+    config = serve_config(args, None, serve_options)
     validate_config(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = f"{_BUILT_BY}; deploy with `serve deploy` or a RayService.\n"
@@ -433,12 +456,22 @@ def promote_command(
         typer.Argument(metavar="VERSION", min=1, help="Version to promote.", show_default=False),
     ],
 ) -> None:
-    """Point NAME's production alias at VERSION and route the running server accordingly."""
+    """Point NAME's production alias in the registry at VERSION, and route the running server
+    accordingly.
+
+    The alias is the registry's: `predict NAME@production` and every server of NAME's aliases
+    follow it. A server that pins NAME to a version (NAME:N, NAME@canary) is refused: moving
+    the alias would not change what it serves. Runs against the server at
+    `pomona --address ADDRESS`, the Ray address `pomona serve` printed.
+    """
     from pomona.registry import ModelRef, Registry
     from pomona.serving import control
+    from pomona.serving.plan import check_promotable
 
     _join("promote")
     current = control.state()
+    current.routing.route(name)  # a model the server does not serve is refused, naming them
+    check_promotable(current.args, name, version)
     registry = Registry(current.args.registry)
     # Before the alias moves: a version the replicas cannot load must not become production.
     registry.verify(ModelRef(name, version=version))
@@ -458,13 +491,18 @@ def traffic_command(
     weights: Annotated[
         list[str],
         typer.Argument(
-            metavar="ALIAS=WEIGHT",
-            help="ALIAS=WEIGHT pairs, e.g. production=90 canary=10.",
+            metavar="ALIAS=PERCENT",
+            help="ALIAS=PERCENT pairs that add up to 100, e.g. production=90 canary=10.",
             show_default=False,
         ),
     ],
 ) -> None:
-    """Split NAME's unpinned requests between its served aliases by weight."""
+    """Split NAME's unpinned requests between its served aliases, in percentages that add up
+    to 100.
+
+    Runs against the server at `pomona --address ADDRESS`, the Ray address `pomona serve`
+    printed.
+    """
     from pomona.serving import control
     from pomona.serving.config import parse_split
 
@@ -481,7 +519,11 @@ def batch_command(
     max_batch_size: Annotated[int | None, _MAX_BATCH] = None,
     batch_wait_s: Annotated[float | None, _BATCH_WAIT] = None,
 ) -> None:
-    """Change how NAME's versions batch, on the running server, without a restart."""
+    """Change how NAME's versions batch, on the running server, without a restart.
+
+    Runs against the server at `pomona --address ADDRESS`, the Ray address `pomona serve`
+    printed.
+    """
     from pomona.config import validate
     from pomona.serving import control
     from pomona.serving.config import BatchSettings, ongoing_after_change
@@ -516,7 +558,11 @@ def batch_command(
 
 @serve_app.command("status")
 def status_command() -> None:
-    """Show the served models, versions, aliases, traffic split, batching and replicas."""
+    """Show the served models, versions, aliases, traffic split, batching and replicas.
+
+    Runs against the server at `pomona --address ADDRESS`, the Ray address `pomona serve`
+    printed.
+    """
     from pomona.serving import control
 
     _join("status")

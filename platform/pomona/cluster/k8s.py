@@ -28,12 +28,15 @@ import pomona
 from pomona.cluster.entrypoints import job_entrypoint
 from pomona.config import StrictModel
 from pomona.errors import ConfigError
-from pomona.serving.config import serving_env
+from pomona.serving.config import INGRESS_DEPLOYMENT, serving_env
+from pomona.serving.plan import IMPORT_PATH
 
 RAY_VERSION = "2.60.0"
 #: Ray's metrics export port (Ray and Serve metrics), the autoscaler's and the dashboard's.
 METRICS_PORTS = {"metrics": 8080, "as-metrics": 44217, "dash-metrics": 44227}
 HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000}
+#: CPUs each pomona Serve replica of the RayService reserves when its config reserves none.
+REPLICA_CPUS = 1
 #: Where the Dockerfile installs the project; RayJobs run their entrypoints from here.
 PROJECT_DIR = "/home/ray/pomona"
 APP_LABEL = {"app.kubernetes.io/name": "pomona"}
@@ -287,12 +290,27 @@ def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
     (:func:`~pomona.serving.config.serving_env`: replicas at niceness 0, the application on
     the replica's event loop, OpenMP threads that sleep between forward passes, workers that
     start with the application imported).
+
+    Each pomona ``api`` replica that reserves no CPU (``num_cpus`` 0 or missing, as
+    ``pomona serve build`` writes by default for one small machine) reserves
+    :data:`REPLICA_CPUS` here: the head runs no tasks (``num-cpus: 0``), but Ray may place an
+    actor that reserves nothing on any node, the head included, where a replica's forward
+    passes would take the CPU of Ray's control plane and Serve's proxy; and the autoscaler adds
+    worker pods only for resources that are asked for. A reservation the config gives is kept.
     """
     config = yaml.safe_load(serve_config)
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
     for application in config["applications"]:
         if "registry" in application.get("args", {}):
             application["args"]["registry"] = settings.path("registry")
+        if application.get("import_path") != IMPORT_PATH:
+            continue
+        for deployment in application.get("deployments", []):
+            if deployment.get("name") == INGRESS_DEPLOYMENT:
+                options = deployment["ray_actor_options"] = (
+                    deployment.get("ray_actor_options") or {}
+                )
+                options["num_cpus"] = options.get("num_cpus") or REPLICA_CPUS
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

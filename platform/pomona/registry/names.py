@@ -41,7 +41,9 @@ def validate_alias(value: str) -> str:
     """
     validate_name(value, "alias")
     if value == LATEST:
-        raise RegistryError(f"{LATEST!r} is reserved for the newest version and cannot be an alias")
+        raise RegistryError(
+            f"{LATEST!r} is reserved for the newest version (name:{LATEST}) and cannot be an alias"
+        )
     if value.isdigit():
         raise RegistryError(
             f"alias {value!r} would read as a version number; give it a name with a letter "

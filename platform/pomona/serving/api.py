@@ -6,8 +6,10 @@ Routes (OpenAPI page at ``/docs``):
 * ``POST /v1/models/{model}/predict`` and ``.../predict/batch``: image bytes (``image/*``) or a
   multipart ``file`` (``files`` for the batch form); top-k labels with scores.
 * ``POST /v1/models/{model}/explain``: the Grad-CAM overlay PNG of an uploaded image.
-* Open Inference Protocol v2: ``/v2/health/live``, ``/v2/health/ready``,
-  ``/v2/models/{model}[/versions/{v}]``, ``.../ready`` and ``.../infer``.
+* Open Inference Protocol v2: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``,
+  ``/v2/models/{model}[/versions/{v}]``, ``.../ready`` and ``.../infer``. Their errors are
+  ``{"error": "message"}`` as the protocol defines them; the v1 routes' are
+  ``{"error": {"code": N, "message": "..."}}``.
 
 ``{model}`` is ``name``, ``name:N`` or ``name@alias``; ``?version=`` and ``?alias=`` pin too.
 Requests that pin nothing follow the model's traffic split. Every answer names the version that
@@ -33,6 +35,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from python_multipart.multipart import parse_options_header
 from ray import serve
 from starlette.datastructures import Headers, State, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -43,8 +46,8 @@ from pomona.errors import ConfigError, InvalidRequestError, PomonaError
 from pomona.inference import decode, top_classes
 from pomona.models.card import ModelCard
 from pomona.registry import Registry, parse_ref
-from pomona.serving.config import AppArgs, Routing
-from pomona.serving.metrics import ingress_metrics, model_metrics
+from pomona.serving.config import LATEST, AppArgs, Routing
+from pomona.serving.metrics import UNKNOWN_MODEL, ingress_metrics, model_metrics
 from pomona.serving.model import ServedVersion, load_version, replica_device
 from pomona.serving.oip import (
     InferRequest,
@@ -52,6 +55,8 @@ from pomona.serving.oip import (
     images_from_tensor,
     infer_response,
     model_metadata,
+    output_names,
+    server_metadata,
 )
 from pomona.serving.schema import (
     ANSWERED_BY,
@@ -60,10 +65,16 @@ from pomona.serving.schema import (
     MODEL_ERRORS,
     VERSION_HEADER,
     BatchPrediction,
+    InferResponse,
+    Live,
+    ModelMetadata,
+    ModelReady,
     PinQuery,
     Prediction,
     PredictQuery,
+    Ready,
     ServedModels,
+    ServerMetadata,
     image_body,
 )
 
@@ -106,7 +117,8 @@ app = FastAPI(
         "Image classifiers from the pomona registry, served by Ray Serve. `{model}` is `name` "
         "(its traffic split decides the version), `name:N` or `name@alias`; every answer names "
         f"the version that produced it, in its JSON and in the `{VERSION_HEADER}` header. "
-        'Errors are `{"error": {"code", "message"}}`.'
+        'Errors are `{"error": {"code", "message"}}`, and `{"error": "message"}` on the `/v2` '
+        "routes, as the Open Inference Protocol defines them."
     ),
     version="1",
     openapi_tags=[
@@ -121,25 +133,42 @@ ModelPath = Annotated[
 PathVersion = Annotated[int, Path(ge=1, description="The version number.", examples=[1])]
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": status, "message": message}}, status, headers)
+def _route_path(scope: Scope) -> str:
+    """The request's path without the prefix the app is mounted at (``root_path``)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if path.startswith(root) else path
 
 
-def _error_answer(state: State, error: PomonaError) -> JSONResponse:
+def _is_oip(scope: Scope) -> bool:
+    """Whether the request is for an Open Inference Protocol route (``/v2``, ``/v2/...``)."""
+    path = _route_path(scope)
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, oip: bool = False
+) -> JSONResponse:
+    """An error answer: ``{"error": {"code", "message"}}``, or ``{"error": message}`` for an
+    Open Inference Protocol route (``oip``), whose specification defines that shape."""
+    body = {"error": message} if oip else {"error": {"code": status, "message": message}}
+    return JSONResponse(body, status, headers)
+
+
+def _error_answer(state: State, error: PomonaError, oip: bool) -> JSONResponse:
     headers = None
     if isinstance(error, Unavailable):
         headers = {"Retry-After": str(state.retry_after)}
-    return _error(error.http_status, str(error), headers)
+    return _error(error.http_status, str(error), headers, oip)
 
 
 @app.exception_handler(PomonaError)
 async def _pomona_error(request: Request, error: PomonaError) -> JSONResponse:
-    return _error_answer(request.app.state, error)
+    return _error_answer(request.app.state, error, _is_oip(request.scope))
 
 
 @app.exception_handler(RequestValidationError)
-async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-    return _error(422, _problems(error.errors()))
+async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    return _error(422, _problems(error.errors()), oip=_is_oip(request.scope))
 
 
 def _problems(items: Sequence[Any]) -> str:
@@ -163,7 +192,7 @@ async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSO
         message += f"; use {allowed}"
     elif error.status_code == 404:
         message += "; the routes are listed at /docs"
-    return _error(error.status_code, message, error.headers)
+    return _error(error.status_code, message, error.headers, _is_oip(request.scope))
 
 
 def _predict_query(request: Request) -> PredictQuery:
@@ -190,10 +219,13 @@ async def _json_body(request: Request) -> None:
 
 
 class _Admission:
-    """Refuses an oversize body before it is read and records every model request's metrics.
+    """Refuses an oversize body before it is read and records every answer's metrics.
 
     A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs each request through
-    an extra task and memory streams, CPU that a small machine pays on every request.
+    an extra task and memory streams, CPU that a small machine pays on every request. Every
+    request it answers or passes on is counted once in ``pomona_requests_total``, under the
+    model and version the route resolved; for one refused before that, the model its path
+    names if it is served, else ``unknown`` (or '' for a route that names none).
 
     Args:
         app: the ASGI app it admits requests to.
@@ -210,15 +242,10 @@ class _Admission:
             return
         start = time.perf_counter()
         state = self._state
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > state.max_body_bytes:
-            refusal = f"body of {declared} bytes is over the limit of {state.max_body_bytes}"
-            await _error(413, refusal)(scope, receive, send)
-            return
         # What the route resolves lands here (Request.state is a view of this dict, which
         # survives the shallow scope copies on the way to the route).
         resolved = scope.setdefault("state", {})
-        status = 500
+        status = 0  # none answered yet
 
         async def send_recording_status(message: Message) -> None:
             nonlocal status
@@ -226,12 +253,41 @@ class _Admission:
                 status = message["status"]
             await send(message)
 
-        await self._app(scope, receive, send_recording_status)
-        model = resolved.get("model")
-        if model is not None:
-            tags = {"model": model, "version": str(resolved.get("version", ""))}
-            state.metrics.requests.inc(1, {**tags, "code": str(status)})
-            state.metrics.latency.observe(time.perf_counter() - start, tags)
+        try:
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > state.max_body_bytes:
+                refusal = f"body of {declared} bytes is over the limit of {state.max_body_bytes}"
+                answer = _error(413, refusal, oip=_is_oip(scope))
+                await answer(scope, receive, send_recording_status)
+            else:
+                await self._app(scope, receive, send_recording_status)
+        except Exception:
+            status = status or 500  # what Serve answers for an error no one answered
+            raise
+        finally:
+            # A request cancelled (the client went away) before its answer began is not counted.
+            if status:
+                model = resolved.get("model")
+                if model is None:
+                    model = _model_label(scope, state.api.routing)
+                tags = {"model": model, "version": str(resolved.get("version", ""))}
+                state.metrics.requests.inc(1, {**tags, "code": str(status)})
+                state.metrics.latency.observe(time.perf_counter() - start, tags)
+
+
+#: The ``{model}`` of a ``/v1/models/{model}/...`` or ``/v2/models/{model}...`` path.
+_MODEL_PATH = re.compile(r"/v[12]/models/([^/]+)")
+
+
+def _model_label(scope: Scope, routing: Routing | None) -> str:
+    """The ``model`` label of a request no route resolved a model for: the model name its path
+    names (before any ``:`` or ``@``) when that model is served, else :data:`UNKNOWN_MODEL`, and
+    '' when the path names no model. Never a string a client typed that is not served."""
+    match = _MODEL_PATH.match(_route_path(scope))
+    if match is None:
+        return ""
+    name = re.split("[:@]", match[1], maxsplit=1)[0]
+    return name if routing is not None and name in routing.models else UNKNOWN_MODEL
 
 
 #: ``POST /v1/models/{model}/predict``, as a route path (a model reference has no "/").
@@ -265,7 +321,7 @@ class _ImagePredict:
         try:
             answer = await self._state.api.predict_image(request, model)
         except PomonaError as error:
-            answer = _error_answer(self._state, error)
+            answer = _error_answer(self._state, error, oip=False)
         await answer(scope, receive, send)
 
 
@@ -273,6 +329,7 @@ def _posted_image_model(scope: Scope) -> str | None:
     """The ``{model}`` of ``POST /v1/models/{model}/predict`` with an image body, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
+    # _route_path, inline: this runs for every request.
     path, root = scope["path"], scope.get("root_path", "")
     match = _PREDICT_PATH.fullmatch(path[len(root) :] if path.startswith(root) else path)
     if match is None:
@@ -337,6 +394,11 @@ class Api:
         """
         return _Admission(_ImagePredict(app), app.state)
 
+    @property
+    def routing(self) -> Routing | None:
+        """The routing table in effect (None until Serve has called :meth:`reconfigure`)."""
+        return self._routing
+
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Take a new routing table (Serve calls this for ``user_config``, no restart).
 
@@ -382,17 +444,20 @@ class Api:
             ref = parse_ref(model)
         except PomonaError as error:
             raise UnprocessableInput(str(error)) from None
-        if sum(x is not None for x in (ref.version, ref.alias, version, alias)) > 1:
-            pins = [f"{model!r}"] if ref.version is not None or ref.alias is not None else []
+        # The registry reads `name:latest` as a bare name; here a bare name follows the traffic
+        # split, and `name:latest` pins the newest version served, the `latest` route.
+        ref_alias = LATEST if model.endswith(f":{LATEST}") else ref.alias
+        if sum(x is not None for x in (ref.version, ref_alias, version, alias)) > 1:
+            pins = [f"{model!r}"] if ref.version is not None or ref_alias is not None else []
             pins += [
                 f"{key}={value}"
                 for key, value in (("version", version), ("alias", alias))
                 if value is not None
             ]
             raise UnprocessableInput(f"{' and '.join(pins)} each pin a version: give only one")
-        request.state.model = ref.name if ref.name in self._routing.models else "unknown"
+        request.state.model = ref.name if ref.name in self._routing.models else UNKNOWN_MODEL
         number = self._routing.resolve(
-            ref.name, ref.version or version, ref.alias or alias, self._rng
+            ref.name, ref.version or version, ref_alias or alias, self._rng
         )
         request.state.version = number
         return self._versions[ref.name, number]
@@ -417,14 +482,28 @@ class Api:
                 raise PayloadTooLarge(f"body of {len(body)} bytes is over the limit of {limit}")
             return [("", body)]
         if kind != "multipart/form-data":
+            sent = f"Content-Type {kind!r} is not supported" if kind else "no Content-Type given"
             raise UnsupportedMediaType(
-                f"Content-Type {kind or 'none'!r} is not supported: send image bytes with an "
-                f"image/* type or a multipart/form-data field {field!r}"
+                f"{sent}: send image bytes with an image/* type or a multipart/form-data field "
+                f"{field!r}"
+            )
+        _, options = parse_options_header(request.headers["content-type"])
+        if not options.get(b"boundary"):
+            raise UnprocessableInput(
+                "the multipart body has no boundary in its Content-Type: let the HTTP client "
+                f"build the form (curl -F {field}=@image.png, requests' files=)"
             )
         async with request.form(max_part_size=limit) as form:
             uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
             if not uploads:
                 raise UnprocessableInput(f"the multipart form has no file field {field!r}")
+            if field == "file" and len(uploads) > 1:
+                batch = ""
+                if request.url.path.endswith("/predict"):
+                    batch = ", or several images as 'files' to .../predict/batch"
+                raise UnprocessableInput(
+                    f"the multipart form has {len(uploads)} 'file' fields: send one{batch}"
+                )
             return [
                 (_part_name(field, i, len(uploads), upload.filename), await upload.read())
                 for i, upload in enumerate(uploads)
@@ -521,12 +600,17 @@ class Api:
 
     # --- Open Inference Protocol v2 --------------------------------------------------------
 
-    @app.get("/v2/health/live", tags=[_V2])
+    @app.get("/v2", tags=[_V2], response_model=ServerMetadata)
+    async def server(self) -> dict[str, Any]:
+        """Server metadata: name, version and the protocol extensions it supports (none)."""
+        return server_metadata()
+
+    @app.get("/v2/health/live", tags=[_V2], response_model=Live)
     async def live(self) -> dict[str, bool]:
         """The server process answers."""
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=[_V2])
+    @app.get("/v2/health/ready", tags=[_V2], response_model=Ready)
     async def ready(self) -> dict[str, bool]:
         """The server has a routing table and can take requests."""
         return {"ready": self._routing is not None}
@@ -534,14 +618,19 @@ class Api:
     # Each OIP route comes twice: ``/v2/models/{model}/...`` (the traffic split or the
     # reference decides the version) and ``/v2/models/{model}/versions/{version}/...``.
 
-    @app.get("/v2/models/{model}", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get("/v2/models/{model}", tags=[_V2], response_model=ModelMetadata, responses=MODEL_ERRORS)
     async def metadata(
         self, request: Request, response: Response, model: ModelPath
     ) -> dict[str, Any]:
         """Model metadata: inputs, outputs, classes."""
         return self._metadata(request, response, model, None)
 
-    @app.get("/v2/models/{model}/versions/{version}", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get(
+        "/v2/models/{model}/versions/{version}",
+        tags=[_V2],
+        response_model=ModelMetadata,
+        responses=MODEL_ERRORS,
+    )
     async def version_metadata(
         self, request: Request, response: Response, model: ModelPath, version: PathVersion
     ) -> dict[str, Any]:
@@ -556,12 +645,19 @@ class Api:
         assert self._routing is not None
         return model_metadata(served.name, self._routing.route(served.name).versions, served.card)
 
-    @app.get("/v2/models/{model}/ready", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get(
+        "/v2/models/{model}/ready", tags=[_V2], response_model=ModelReady, responses=MODEL_ERRORS
+    )
     async def model_ready(self, request: Request, model: ModelPath) -> dict[str, Any]:
         """Whether the model is loaded and answering."""
         return self._ready(request, model, None)
 
-    @app.get("/v2/models/{model}/versions/{version}/ready", tags=[_V2], responses=MODEL_ERRORS)
+    @app.get(
+        "/v2/models/{model}/versions/{version}/ready",
+        tags=[_V2],
+        response_model=ModelReady,
+        responses=MODEL_ERRORS,
+    )
     async def version_ready(
         self, request: Request, model: ModelPath, version: PathVersion
     ) -> dict[str, Any]:
@@ -575,18 +671,23 @@ class Api:
     @app.post(
         "/v2/models/{model}/infer",
         tags=[_V2],
+        response_model=InferResponse,
+        response_model_exclude_unset=True,
         responses=INFER_ERRORS,
         dependencies=[Depends(_json_body)],
     )
     async def infer(
         self, request: Request, response: Response, body: InferRequest, model: ModelPath
     ) -> dict[str, Any]:
-        """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images."""
+        """Classify a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` base64-encoded images;
+        the answer holds the `outputs` asked for (all when none are)."""
         return await self._infer(request, response, body, model, None)
 
     @app.post(
         "/v2/models/{model}/versions/{version}/infer",
         tags=[_V2],
+        response_model=InferResponse,
+        response_model_exclude_unset=True,
         responses=INFER_ERRORS,
         dependencies=[Depends(_json_body)],
     )
@@ -598,7 +699,8 @@ class Api:
         model: ModelPath,
         version: PathVersion,
     ) -> dict[str, Any]:
-        """Classify with one version: a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` images."""
+        """Classify with one version: a UINT8/FP32 `[N, H, W, C]` tensor or BYTES `[N]` images;
+        the answer holds the `outputs` asked for (all when none are)."""
         return await self._infer(request, response, body, model, version)
 
     async def _infer(
@@ -610,7 +712,8 @@ class Api:
         version: int | None,
     ) -> dict[str, Any]:
         served = self._resolve(request, model, version, None)
+        outputs = output_names(body.outputs)
         pixels = images_from_tensor(body.inputs[0], served.card, self._args.max_pixels)
         probs = await served.predict(pixels)
         response.headers[VERSION_HEADER] = str(served.version)
-        return infer_response(served.name, served.version, body.id, probs, served.card)
+        return infer_response(served.name, served.version, body.id, probs, served.card, outputs)

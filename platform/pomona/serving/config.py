@@ -37,7 +37,7 @@ LATEST = "latest"
 PINNED = "pinned"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-_WEIGHT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,63})=(\d{1,6})$")
+_WEIGHT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,63})=(\d{1,3})$")
 
 
 def serving_env(direct_ingress_port: int | None = None) -> dict[str, str]:
@@ -103,13 +103,13 @@ class ModelRoute(StrictModel):
 
     Attributes:
         targets: route label (an alias, :data:`LATEST` or :data:`PINNED`) -> version number.
-        split: route label -> relative weight for requests that name no version or alias;
-            labels with weight 0 are still reachable with ``?alias=``.
+        split: route label -> percentage of the requests that name no version or alias (they
+            add up to 100); labels with 0, or none, are still reachable with ``?alias=``.
         batch: how each of its versions batches forward passes.
     """
 
     targets: dict[str, PositiveInt] = Field(min_length=1)
-    split: dict[str, NonNegativeInt] = Field(min_length=1)
+    split: dict[str, Annotated[int, Field(ge=0, le=100)]] = Field(min_length=1)
     batch: BatchSettings = BatchSettings()
 
     @model_validator(mode="after")
@@ -120,8 +120,7 @@ class ModelRoute(StrictModel):
                 f"traffic split names {unknown}, which are not served; served: "
                 f"{sorted(self.targets)}"
             )
-        if not any(self.split.values()):
-            raise ValueError("traffic split weights are all 0; give at least one a weight")
+        _check_percentages(self.split)
         return self
 
     @property
@@ -239,6 +238,9 @@ class AppArgs(StrictModel):
             batches share the cores and resnet18's median rose by a third to a half; 1 gives the
             lowest latency (``benchmarks/RESULTS.md``, Serving).
         retry_after_s: the ``Retry-After`` of an HTTP 503 for a full queue.
+        batch: initial batch settings of every model, used where the Serve config gives no
+            ``user_config``: the application builder then plans the routing from the registry
+            when Serve deploys it (:func:`pomona.serving.app.build_app`).
     """
 
     registry: str
@@ -248,6 +250,7 @@ class AppArgs(StrictModel):
     torch_threads: PositiveInt = 2
     concurrent_batches: PositiveInt = 2
     retry_after_s: NonNegativeFloat = 1.0
+    batch: BatchSettings = BatchSettings()
 
     @model_validator(mode="after")
     def _one_reference_per_name(self) -> AppArgs:
@@ -271,7 +274,6 @@ class ServeOptions(StrictModel):
     Attributes:
         host: interface the HTTP server binds (127.0.0.1 unless asked otherwise).
         port: HTTP port.
-        batch: initial batch settings of every served model.
         min_replicas: autoscaling floor.
         max_replicas: autoscaling ceiling.
         target_ongoing_requests: autoscaling target per replica.
@@ -286,7 +288,6 @@ class ServeOptions(StrictModel):
 
     host: str = "127.0.0.1"
     port: Port = 8000
-    batch: BatchSettings = BatchSettings()
     min_replicas: NonNegativeInt = 1
     max_replicas: PositiveInt = 1
     target_ongoing_requests: Annotated[float, Field(gt=0)] = 8.0
@@ -304,8 +305,17 @@ class ServeOptions(StrictModel):
         return self
 
 
+def _check_percentages(split: dict[str, int]) -> None:
+    """Refuse a traffic split whose percentages do not add up to 100: a typo (``canary=110``,
+    a forgotten ``production=90``) would otherwise send all traffic somewhere unintended."""
+    total = sum(split.values())
+    if total != 100:
+        given = " + ".join(f"{label} {weight}" for label, weight in split.items())
+        raise ValueError(f"traffic split percentages must add up to 100, got {given} = {total}")
+
+
 def parse_split(assignments: list[str], route: ModelRoute, name: str) -> ModelRoute:
-    """Apply ``alias=weight`` assignments to ``route``: the new split holds exactly these.
+    """Apply ``alias=percent`` assignments to ``route``: the new split holds exactly these.
 
     Args:
         assignments: e.g. ``["production=90", "canary=10"]``.
@@ -313,17 +323,18 @@ def parse_split(assignments: list[str], route: ModelRoute, name: str) -> ModelRo
         name: the model, for messages.
 
     Raises:
-        ConfigError: a malformed assignment, a repeated or unserved label, or all weights 0.
+        ConfigError: a malformed assignment, a repeated or unserved label, or percentages that
+            do not add up to 100.
     """
     if not assignments:
-        raise ConfigError("give at least one ALIAS=WEIGHT, e.g. production=90 canary=10")
+        raise ConfigError("give at least one ALIAS=PERCENT, e.g. production=90 canary=10")
     split: dict[str, int] = {}
     for item in assignments:
         match = _WEIGHT.match(item)
-        if match is None:
+        if match is None or int(match.group(2)) > 100:
             raise ConfigError(
-                f"invalid traffic assignment {item!r}: expected ALIAS=WEIGHT with an integer "
-                "weight, e.g. canary=10"
+                f"invalid traffic assignment {item!r}: expected ALIAS=PERCENT with a whole "
+                "percentage from 0 to 100, e.g. canary=10"
             )
         label, weight = match.group(1), int(match.group(2))
         if label in split:
@@ -335,6 +346,8 @@ def parse_split(assignments: list[str], route: ModelRoute, name: str) -> ModelRo
             f"{name} does not serve {', '.join(unknown)}; it serves "
             f"{', '.join(f'{a} (version {v})' for a, v in sorted(route.targets.items()))}"
         )
-    if not any(split.values()):
-        raise ConfigError("traffic split weights are all 0; give at least one a weight")
+    try:
+        _check_percentages(split)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return route.model_copy(update={"split": split})

@@ -152,11 +152,16 @@ def state() -> AppState:
 
     Raises:
         ModelNotFoundError: no pomona application runs on this cluster.
+        ConfigError: it has no ``api`` deployment yet (Serve is still building it, or the
+            build failed; the message carries Serve's reason).
     """
     app = _details()["applications"][APP_NAME]
     config = app["deployed_app_config"]
-    ingress = next(d for d in config["deployments"] if d["name"] == INGRESS_DEPLOYMENT)
-    # As Serve applies it: its own default where the config gives none.
+    if INGRESS_DEPLOYMENT not in app.get("deployments", {}):
+        reason = _last_line(app.get("message", "")) or "no message"
+        raise ConfigError(f"the pomona Serve application is {_plain(app['status'])}: {reason}")
+    # As Serve applies it: the config's value, else the code's (the routing the application
+    # builder planned when a config gives no user_config), else Serve's own default.
     applied = app["deployments"][INGRESS_DEPLOYMENT]["deployment_config"]
     deployments = [
         DeploymentState(
@@ -171,7 +176,7 @@ def state() -> AppState:
         status=_plain(app["status"]),
         message=app.get("message", ""),
         args=AppArgs.model_validate(config["args"]),
-        routing=Routing.model_validate(ingress["user_config"]),
+        routing=Routing.model_validate(applied["user_config"]),
         max_ongoing_requests=int(applied["max_ongoing_requests"]),
         deployments=deployments,
     )

@@ -3,7 +3,10 @@
 They land on Ray's Prometheus endpoint (the one KubeRay's PodMonitor scrapes) beside Serve's
 own ``ray_serve_*`` metrics; Ray's exporter prefixes its namespace, so ``pomona_batch_size``
 is scraped as ``ray_pomona_batch_size``. Serve adds the deployment, replica and application tags;
-pomona's labels stay bounded: model name, version and HTTP status code.
+pomona's labels stay bounded: model name, version and HTTP status code. The ingress's metrics
+count every request it answers; one that names no served model is labelled
+``model="unknown"`` (``""`` when its route names no model, e.g. the health checks), and one
+refused before a version was chosen ``version=""``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 _LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 _BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 _MODEL = ("model", "version")
+#: The ``model`` label of a request whose model is not served (or could not be read).
+UNKNOWN_MODEL = "unknown"
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def ingress_metrics() -> IngressMetrics:
         ),
         latency=Histogram(
             "pomona_request_latency_seconds",
-            description="End-to-end latency of model requests in the ingress.",
+            description="End-to-end latency of requests in the ingress, by model and version.",
             boundaries=_LATENCY_BOUNDARIES_S,
             tag_keys=_MODEL,
         ),

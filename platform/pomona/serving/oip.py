@@ -2,7 +2,8 @@
 
 An infer request carries one input tensor, either pixels already at the model's size
 (``UINT8`` ``[N, H, W, C]``, or ``FP32`` in [0, 1]) or ``BYTES`` ``[N]`` holding base64-encoded
-image files, which go through the model card's preprocessing like any upload.
+image files, which go through the model card's preprocessing like any upload. The answer holds
+the outputs the request names (all when it names none): ``probabilities`` and ``label``.
 """
 
 from __future__ import annotations
@@ -10,17 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import Field, NonNegativeInt
 
+from pomona import __version__
 from pomona.config import StrictModel
 from pomona.errors import InvalidRequestError
 from pomona.inference import decode
 from pomona.models.card import ModelCard
 
 INPUT_NAME = "image"
+PROBABILITIES = "probabilities"
+LABEL = "label"
+#: The outputs of every model, in the order an answer gives them when the request names none.
+OUTPUT_NAMES = (PROBABILITIES, LABEL)
 DATATYPES = ("UINT8", "FP32", "BYTES")
 #: Images one infer request may carry.
 MAX_IMAGES = 256
@@ -43,7 +50,7 @@ class InferTensor(StrictModel):
 
 
 class RequestedOutput(StrictModel):
-    """An output the client asks for (all are returned either way)."""
+    """An output the client asks for; an answer holds only the outputs asked for."""
 
     name: str
     parameters: dict[str, Any] | None = None
@@ -82,6 +89,10 @@ def images_from_tensor(tensor: InferTensor, card: ModelCard, max_pixels: int) ->
             undecodable images; the message names what was expected.
     """
     spec = card.preprocessing
+    if tensor.name != INPUT_NAME:
+        raise UnprocessableInput(
+            f"input {tensor.name!r} is unknown: the model's input is named {INPUT_NAME!r}"
+        )
     if tensor.datatype not in DATATYPES:
         raise UnprocessableInput(
             f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; use "
@@ -132,31 +143,63 @@ def _decode_item(name: str, item: object, card: ModelCard, max_pixels: int) -> n
         raise UnprocessableInput(f"input {name!r}: {error}") from None
 
 
+def output_names(requested: Sequence[RequestedOutput] | None) -> tuple[str, ...]:
+    """The outputs an infer answer holds: those ``requested`` in their order, else all.
+
+    Raises:
+        UnprocessableInput: an output name the model does not have; the message lists its own.
+    """
+    if requested is None:
+        return OUTPUT_NAMES
+    names = tuple(dict.fromkeys(output.name for output in requested))
+    unknown = [name for name in names if name not in OUTPUT_NAMES]
+    if unknown:
+        raise UnprocessableInput(
+            f"output {unknown[0]!r} is unknown: the model's outputs are "
+            f"{', '.join(map(repr, OUTPUT_NAMES))}"
+        )
+    return names
+
+
 def infer_response(
-    name: str, version: int, request_id: str | None, probs: np.ndarray, card: ModelCard
+    name: str,
+    version: int,
+    request_id: str | None,
+    probs: np.ndarray,
+    card: ModelCard,
+    outputs: Sequence[str] = OUTPUT_NAMES,
 ) -> dict[str, Any]:
-    """The infer answer: ``probabilities`` ``FP32 [N, classes]`` and ``label`` ``BYTES [N]``."""
+    """The infer answer: of ``probabilities`` ``FP32 [N, classes]`` and ``label`` ``BYTES [N]``,
+    those in ``outputs`` (from :func:`output_names`), in its order."""
     answer: dict[str, Any] = {
         "model_name": name,
         "model_version": str(version),
-        "outputs": [
-            {
-                "name": "probabilities",
-                "shape": list(probs.shape),
-                "datatype": "FP32",
-                "data": probs.astype(np.float32).reshape(-1).tolist(),
-            },
-            {
-                "name": "label",
-                "shape": [len(probs)],
-                "datatype": "BYTES",
-                "data": [card.classes[i] for i in probs.argmax(axis=1)],
-            },
-        ],
+        "outputs": [_output(output, probs, card) for output in outputs],
     }
     if request_id is not None:
         answer["id"] = request_id
     return answer
+
+
+def _output(name: str, probs: np.ndarray, card: ModelCard) -> dict[str, Any]:
+    if name == PROBABILITIES:
+        return {
+            "name": name,
+            "shape": list(probs.shape),
+            "datatype": "FP32",
+            "data": probs.astype(np.float32).reshape(-1).tolist(),
+        }
+    return {
+        "name": LABEL,
+        "shape": [len(probs)],
+        "datatype": "BYTES",
+        "data": [card.classes[i] for i in probs.argmax(axis=1)],
+    }
+
+
+def server_metadata() -> dict[str, Any]:
+    """``GET /v2`` answer: the server's name and version; it implements no protocol extension."""
+    return {"name": "pomona", "version": __version__, "extensions": []}
 
 
 def model_metadata(name: str, versions: list[int], card: ModelCard) -> dict[str, Any]:
@@ -174,8 +217,8 @@ def model_metadata(name: str, versions: list[int], card: ModelCard) -> dict[str,
             }
         ],
         "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, card.num_classes]},
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, card.num_classes]},
+            {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
         ],
         "parameters": {
             "architecture": card.architecture,

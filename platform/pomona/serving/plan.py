@@ -1,8 +1,10 @@
 """From registry references to a Serve config: the one code path of ``pomona serve`` and ``build``.
 
-``pomona serve`` deploys the dict :func:`serve_config` returns; ``pomona serve build`` writes it
-as YAML, which ``serve run``, ``serve deploy`` and a KubeRay RayService accept as they are.
-No Ray here: the config is plain data.
+``pomona serve`` deploys the dict :func:`serve_config` returns, with the routing it planned from
+the registry; ``pomona serve build`` writes it without one, as YAML, which ``serve run``,
+``serve deploy`` and a KubeRay RayService accept as they are: the application builder then plans
+the routing from the registry it is deployed against, when Serve deploys it. No Ray here: the
+config is plain data.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pomona.errors import ConfigError
 from pomona.registry import ModelRef, Registry, parse_ref
 from pomona.serving.config import (
     APP_MODULE,
     APP_NAME,
     INGRESS_DEPLOYMENT,
     LATEST,
+    MIN_ONGOING_REQUESTS,
     PINNED,
     AppArgs,
     BatchSettings,
@@ -55,6 +59,23 @@ def plan_route(reference: str | ModelRef, registry: Registry) -> ModelRoute:
     return ModelRoute(targets=targets, split={default: 100})
 
 
+def check_promotable(args: AppArgs, name: str, version: int) -> None:
+    """Refuse to promote ``version`` of served model ``name`` on a server that pins it to one
+    version (``name:N``, or an alias other than ``production``): moving the registry's
+    ``production`` alias would not change what that server answers.
+
+    Raises:
+        ConfigError: naming what is served and the command that moves the alias alone.
+    """
+    (served,) = (ref for ref in map(parse_ref, args.references) if ref.name == name)
+    if served.version is not None or served.alias not in (None, PRODUCTION):
+        raise ConfigError(
+            f"this server serves {served} only, so moving {name}@{PRODUCTION} would not change "
+            f"what it answers; serve {name} to follow its aliases, or move the alias alone with "
+            f"`pomona registry alias {name} {version} {PRODUCTION}`"
+        )
+
+
 def plan_routing(
     args: AppArgs, previous: Routing | None = None, batch: BatchSettings | None = None
 ) -> Routing:
@@ -62,10 +83,10 @@ def plan_routing(
 
     A split from ``previous`` is kept when every label it weights is still served, so a
     promote moves versions under a configured canary split without resetting it; batch
-    settings from ``previous`` are kept, and ``batch`` (default: :class:`BatchSettings`'s) is
-    used for models it does not have.
+    settings from ``previous`` are kept, and ``batch`` (default: ``args.batch``) is used for
+    models it does not have.
     """
-    batch = batch or BatchSettings()
+    batch = batch or args.batch
     registry = Registry(args.registry)
     models = {}
     for reference in args.references:
@@ -97,7 +118,7 @@ def verify_versions(routing: Routing, registry: Registry) -> None:
             registry.verify(ModelRef(name, version=version))
 
 
-def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict[str, Any]:
+def serve_config(args: AppArgs, routing: Routing | None, options: ServeOptions) -> dict[str, Any]:
     """The Serve config (``ServeDeploySchema`` as a dict) that serves ``args``.
 
     One deployment, ``api``: each replica parses HTTP, decodes images and runs the batched
@@ -107,10 +128,12 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
 
     Args:
         args: the application's fixed arguments.
-        routing: the deployment's user_config (routes and batch settings).
+        routing: the deployment's user_config (routes and batch settings); None leaves it
+            out, and :func:`pomona.serving.app.build_app` plans it from the registry when Serve
+            deploys the config, every model batching with ``args.batch``.
         options: HTTP, scaling and queue settings.
     """
-    api = {
+    api: dict[str, Any] = {
         "name": INGRESS_DEPLOYMENT,
         "autoscaling_config": {
             "min_replicas": options.min_replicas,
@@ -118,13 +141,13 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
             "max_replicas": options.max_replicas,
             "target_ongoing_requests": options.target_ongoing_requests,
         },
-        "max_ongoing_requests": options.max_ongoing_requests
-        or ongoing_requests(routing, args.concurrent_batches),
+        "max_ongoing_requests": options.max_ongoing_requests or initial_ongoing(args, routing),
         "max_queued_requests": options.max_queued_requests,
         "backpressure_config": {"status_code": 503, "retry_after_s": args.retry_after_s},
-        "user_config": routing.model_dump(mode="json"),
-        "ray_actor_options": {"num_cpus": options.replica_cpus},
     }
+    if routing is not None:
+        api["user_config"] = routing.model_dump(mode="json")
+    api["ray_actor_options"] = {"num_cpus": options.replica_cpus}
     if options.use_gpu:
         api["ray_actor_options"]["num_gpus"] = GPUS_PER_REPLICA
     return {
@@ -143,6 +166,15 @@ def serve_config(args: AppArgs, routing: Routing, options: ServeOptions) -> dict
             }
         ],
     }
+
+
+def initial_ongoing(args: AppArgs, routing: Routing | None = None) -> int:
+    """The replicas' ``max_ongoing_requests`` unless one is given: :func:`ongoing_requests` of
+    ``routing``, or, for a routing planned when Serve deploys (None), of the one it will be, in
+    which every model batches with ``args.batch``."""
+    if routing is None:
+        return max(MIN_ONGOING_REQUESTS, args.concurrent_batches * args.batch.max_batch_size)
+    return ongoing_requests(routing, args.concurrent_batches)
 
 
 def _ingress(config: dict[str, Any]) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_gpu_overlay_gives_workers_gpus_training_use_gpu_and_replicas_a_gpu(
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(config)
     (api,) = config["applications"][0]["deployments"]
-    assert api["ray_actor_options"] == {"num_cpus": 0.0, "num_gpus": 1}
+    assert api["ray_actor_options"] == {"num_cpus": k8s.REPLICA_CPUS, "num_gpus": 1}
     # Only that: the rest of the Serve config is the base's.
     api["ray_actor_options"].pop("num_gpus")
     assert config == yaml.safe_load(base["rayservice.yaml"]["spec"]["serveConfigV2"])
@@ -173,7 +173,47 @@ def test_rayservice_serve_config_is_valid_for_ray_serve(base: dict[str, dict[str
     assert config["applications"][0]["args"]["registry"] == "/mnt/pomona/registry"
     assert config["http_options"]["host"] == "0.0.0.0"
     built = yaml.safe_load(SERVE_CONFIG.read_text())
-    assert config["applications"][0]["deployments"] == built["applications"][0]["deployments"]
+    (api,) = built["applications"][0]["deployments"]
+    # The routing is planned when Serve deploys, from the registry on the shared volume.
+    assert "user_config" not in api
+    # Replicas reserve a CPU, so that none is placed on the head (which runs no tasks).
+    assert api["ray_actor_options"] == {"num_cpus": 0.0}
+    api["ray_actor_options"] = {"num_cpus": k8s.REPLICA_CPUS}
+    assert config["applications"][0]["deployments"] == [api]
+
+
+def test_rayservice_replicas_reserve_a_cpu_unless_the_config_gives_one(
+    validators: dict[str, jsonschema.Draft7Validator], settings: K8sSettings
+) -> None:
+    built = yaml.safe_load(SERVE_CONFIG.read_text())
+    (pomona_app,) = built["applications"]
+    given = [{"num_cpus": 0.0}, {}, None, {"num_cpus": 0.5, "num_gpus": 1}, {"num_cpus": 2}]
+    applications = []
+    for index, options in enumerate(given):
+        app = copy.deepcopy(pomona_app)
+        app["name"], app["route_prefix"] = f"pomona-{index}", f"/{index}"
+        (api,) = app["deployments"]
+        api.pop("ray_actor_options")
+        if options is not None:
+            api["ray_actor_options"] = options
+        applications.append(app)
+    # Another application's deployment named api is not pomona's: left as it is.
+    other = {"name": "other", "route_prefix": "/other", "import_path": "elsewhere:app",
+             "deployments": [{"name": "api", "ray_actor_options": {"num_cpus": 0}}]}  # fmt: skip
+    config = {**built, "applications": [*applications, other]}
+    service = k8s.ray_service(settings, yaml.safe_dump(config))
+    assert list(validators["RayService"].iter_errors(service)) == []
+    rendered = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(rendered)
+    reserved = [app["deployments"][0]["ray_actor_options"] for app in rendered["applications"]]
+    assert reserved == [
+        {"num_cpus": 1},
+        {"num_cpus": 1},
+        {"num_cpus": 1},
+        {"num_cpus": 0.5, "num_gpus": 1},
+        {"num_cpus": 2},
+        {"num_cpus": 0},
+    ]
 
 
 def test_rayservice_pods_run_ray_as_pomona_serve_does(base: dict[str, dict[str, Any]]) -> None:

@@ -13,10 +13,12 @@ from pomona.data.manifest import Preprocessing
 from pomona.models.card import ModelCard
 from pomona.serving.oip import (
     InferTensor,
+    RequestedOutput,
     UnprocessableInput,
     images_from_tensor,
     infer_response,
     model_metadata,
+    output_names,
 )
 
 CARD = ModelCard(
@@ -73,6 +75,31 @@ def test_bad_tensors_are_named(
     with pytest.raises(UnprocessableInput, match=message) as raised:
         images_from_tensor(tensor(datatype, shape, data), CARD, 100)
     assert raised.value.http_status == 422
+
+
+def test_an_input_with_another_name_than_the_metadata_gives_is_refused() -> None:
+    advertised = model_metadata("cats", [1], CARD)["inputs"][0]["name"]
+    item = InferTensor(name="input__0", shape=[1, 2, 3, 1], datatype="UINT8", data=[0] * 6)
+    with pytest.raises(UnprocessableInput) as raised:
+        images_from_tensor(item, CARD, 100)
+    assert str(raised.value) == (
+        f"input 'input__0' is unknown: the model's input is named {advertised!r}"
+    )
+
+
+def test_an_answer_holds_the_outputs_asked_for_in_their_order() -> None:
+    advertised = tuple(output["name"] for output in model_metadata("cats", [1], CARD)["outputs"])
+    assert output_names(None) == advertised
+    asked = [RequestedOutput(name=name) for name in ("label", "probabilities", "label")]
+    assert output_names(asked) == ("label", "probabilities")
+    probs = np.array([[0.1, 0.7, 0.2]], dtype=np.float32)
+    (only,) = infer_response("cats", 1, None, probs, CARD, ("label",))["outputs"]
+    assert only == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["b"]}
+    with pytest.raises(UnprocessableInput) as raised:
+        output_names([RequestedOutput(name="scores")])
+    assert str(raised.value) == (
+        "output 'scores' is unknown: the model's outputs are 'probabilities', 'label'"
+    )
 
 
 def test_a_decompression_bomb_in_bytes_is_refused() -> None:

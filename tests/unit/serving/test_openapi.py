@@ -47,14 +47,44 @@ def test_answers_are_typed_and_errors_have_the_shape_the_server_sends(
         PREDICT: {"$ref": "#/components/schemas/Prediction"},
         BATCH: {"$ref": "#/components/schemas/BatchPrediction"},
     }
-    for path in (PREDICT, BATCH, EXPLAIN, INFER, PINNED_INFER):
+    for path in (PREDICT, BATCH, EXPLAIN):
         responses = _operation(spec, path)["responses"]
-        for code in ("404", "415", "422", "503"):
+        for code in ("404", "413", "415", "422", "503"):
             body = responses[code]["content"]["application/json"]
             assert body["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
             assert body["example"]["error"]["code"] == int(code), (path, code)
         assert "Retry-After" in responses["503"]["headers"]
     assert "Pomona-Model-Version" in _operation(spec, PREDICT)["responses"]["200"]["headers"]
+
+
+def test_v2_answers_are_typed_and_errors_have_the_protocols_shape(spec: dict[str, Any]) -> None:
+    answers = {
+        "/v2": ("get", "ServerMetadata"),
+        "/v2/health/live": ("get", "Live"),
+        "/v2/health/ready": ("get", "Ready"),
+        "/v2/models/{model}": ("get", "ModelMetadata"),
+        "/v2/models/{model}/versions/{version}": ("get", "ModelMetadata"),
+        "/v2/models/{model}/ready": ("get", "ModelReady"),
+        "/v2/models/{model}/versions/{version}/ready": ("get", "ModelReady"),
+        INFER: ("post", "InferResponse"),
+        PINNED_INFER: ("post", "InferResponse"),
+    }
+    for path, (method, model) in answers.items():
+        responses = _operation(spec, path, method)["responses"]
+        schema = responses["200"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{model}"}, path
+        errors = sorted(code for code in responses if code != "200")
+        wanted = ["404", "413", "415", "422", "503"] if method == "post" else ["404", "422", "503"]
+        assert errors == ([] if "/models/" not in path else wanted), path
+        for code in errors:
+            body = responses[code]["content"]["application/json"]
+            assert body["schema"] == {"$ref": "#/components/schemas/OipErrorBody"}, (path, code)
+            assert isinstance(body["example"]["error"], str), (path, code)
+        # A metadata or readiness route's 422 is not the infer route's tensor message.
+        if method == "get" and errors:
+            assert "reference" in responses["422"]["description"], path
+    output = spec["components"]["schemas"]["OutputTensor"]
+    assert output["required"] == ["name", "shape", "datatype", "data"]
 
 
 def test_routes_are_grouped_and_summarised(spec: dict[str, Any]) -> None:

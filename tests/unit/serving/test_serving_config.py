@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
 from support.fake_models import make_model_dir
 
 from pomona.errors import ConfigError, ModelNotFoundError
@@ -28,8 +29,10 @@ from pomona.serving.config import (
 )
 from pomona.serving.plan import (
     IMPORT_PATH,
+    check_promotable,
     gpus_to_start,
     has_one_replica,
+    initial_ongoing,
     on_gpus,
     plan_route,
     plan_routing,
@@ -49,7 +52,7 @@ def registry(tmp_path: Path) -> Registry:
     return registry
 
 
-ROUTE = ModelRoute(targets={"production": 1, "canary": 2, "latest": 3}, split={"production": 1})
+ROUTE = ModelRoute(targets={"production": 1, "canary": 2, "latest": 3}, split={"production": 100})
 
 
 def test_a_name_serves_its_aliases_and_latest_with_traffic_to_production(
@@ -113,13 +116,16 @@ def test_the_split_draws_versions_by_weight() -> None:
 @pytest.mark.parametrize(
     ("assignments", "message"),
     [
-        ([], "at least one ALIAS=WEIGHT"),
+        ([], "at least one ALIAS=PERCENT"),
         (["production"], "invalid traffic assignment 'production'"),
-        (["production=-1"], "invalid traffic assignment"),
+        (["production=-1"], "a whole percentage from 0 to 100"),
         (["production=1.5"], "invalid traffic assignment"),
+        (["canary=110"], "invalid traffic assignment 'canary=110'"),
         (["production=1", "production=2"], "'production' is given twice"),
         (["beta=10"], "cats does not serve beta; it serves canary \\(version 2\\)"),
-        (["production=0", "canary=0"], "weights are all 0"),
+        (["production=0", "canary=0"], "add up to 100, got production 0 \\+ canary 0 = 0"),
+        (["production=90", "canary=20"], "add up to 100, got production 90 \\+ canary 20 = 110"),
+        (["production=50"], "add up to 100, got production 50 = 50"),
     ],
 )
 def test_bad_splits_are_refused(assignments: list[str], message: str) -> None:
@@ -129,7 +135,9 @@ def test_bad_splits_are_refused(assignments: list[str], message: str) -> None:
 
 def test_routes_and_arguments_validate_themselves() -> None:
     with pytest.raises(ValidationError, match="not served"):
-        ModelRoute(targets={"production": 1}, split={"canary": 1})
+        ModelRoute(targets={"production": 1}, split={"canary": 100})
+    with pytest.raises(ValidationError, match="must add up to 100"):
+        ModelRoute(targets={"production": 1, "canary": 2}, split={"production": 9, "canary": 1})
     with pytest.raises(ValidationError, match="served once"):
         AppArgs(registry="r", references=["cats", "cats:2"])
     with pytest.raises(ValidationError):
@@ -162,6 +170,57 @@ def test_the_serve_config_puts_changeable_settings_in_user_config(registry: Regi
     assert api["autoscaling_config"]["max_replicas"] == 3
     assert not has_one_replica(config)
     assert has_one_replica(serve_config(args, routing, ServeOptions()))
+
+
+def test_app_args_carry_the_initial_batch_settings(registry: Registry) -> None:
+    args = AppArgs(registry=registry.uri, references=["cats"])
+    assert args.batch == BatchSettings()
+    batch = {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
+    args = AppArgs.model_validate({**args.model_dump(mode="json"), "batch": batch})
+    assert args.batch == BatchSettings(**batch)
+    # As Serve's config carries them: plain JSON, read back the same.
+    assert AppArgs.model_validate(args.model_dump(mode="json")) == args
+    # The routing planned without a previous one (as the application builder does) uses them.
+    assert plan_routing(args).models["cats"].batch == args.batch
+    for bad in ({"max_batch_size": 0}, {"batch_wait_timeout_s": 2.0}, {"max_batch": 4}):
+        with pytest.raises(ValidationError, match="batch"):
+            AppArgs(registry=registry.uri, references=["cats"], batch=bad)
+
+
+def test_a_config_without_routing_leaves_it_to_the_application_builder(tmp_path: Path) -> None:
+    # No registry is read: the references are resolved when Serve deploys the config.
+    args = AppArgs(
+        registry=str(tmp_path / "nowhere"),
+        references=["cats", "dogs:1"],
+        concurrent_batches=3,
+        batch=BatchSettings(max_batch_size=20),
+    )
+    config = serve_config(args, None, ServeOptions())
+    ServeDeploySchema.model_validate(config)
+    assert not (tmp_path / "nowhere").exists()
+    (app,) = config["applications"]
+    assert AppArgs.model_validate(app["args"]) == args
+    (api,) = app["deployments"]
+    assert "user_config" not in api
+    # Enough for three batches of 20 at once, from args.batch: what the planned routing needs.
+    assert api["max_ongoing_requests"] == initial_ongoing(args) == 60
+    assert api["ray_actor_options"] == {"num_cpus": 0.0}
+    small = args.model_copy(update={"batch": BatchSettings(max_batch_size=4)})
+    assert initial_ongoing(small) == MIN_ONGOING_REQUESTS
+    (limited,) = serve_config(args, None, ServeOptions(max_ongoing_requests=5))["applications"]
+    assert limited["deployments"][0]["max_ongoing_requests"] == 5  # given: kept
+
+
+def test_the_limit_of_a_built_config_is_the_one_of_the_routing_planned_at_deploy(
+    registry: Registry,
+) -> None:
+    # `pomona serve batch` moves a limit that is ongoing_requests of the routing served.
+    args = AppArgs(
+        registry=registry.uri, references=["cats", "dogs"], batch=BatchSettings(max_batch_size=24)
+    )
+    planned = plan_routing(args)
+    assert initial_ongoing(args) == initial_ongoing(args, planned) == ongoing_requests(planned, 2)
+    assert initial_ongoing(args) == 48
 
 
 def test_use_gpu_gives_each_replica_a_gpu(registry: Registry) -> None:
@@ -259,3 +318,16 @@ def test_serving_env_sets_only_settings_ray_reads() -> None:
     low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
     high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert list(range(low, high)) == [8123]
+
+
+@pytest.mark.parametrize("served", ["cats", "cats@production"])
+def test_a_server_of_the_production_alias_can_promote(served: str) -> None:
+    check_promotable(AppArgs(registry="r", references=["dogs:1", served]), "cats", 3)
+
+
+@pytest.mark.parametrize("served", ["cats:2", "cats@canary"])
+def test_a_server_pinned_to_one_version_refuses_a_promote(served: str) -> None:
+    args = AppArgs(registry="r", references=[served])
+    with pytest.raises(ConfigError, match=f"this server serves {served} only") as refused:
+        check_promotable(args, "cats", 3)
+    assert str(refused.value).endswith("`pomona registry alias cats 3 production`")
