@@ -259,8 +259,10 @@ class _Admission:
                 refusal = f"body of {declared} bytes is over the limit of {state.max_body_bytes}"
                 answer = _error(413, refusal, oip=_is_oip(scope))
                 await answer(scope, receive, send_recording_status)
-            else:
+            elif declared:
                 await self._app(scope, receive, send_recording_status)
+            else:
+                await self._admit_unsized(scope, receive, send_recording_status)
         except Exception:
             status = status or 500  # what Serve answers for an error no one answered
             raise
@@ -273,6 +275,43 @@ class _Admission:
                 tags = {"model": model, "version": str(resolved.get("version", ""))}
                 state.metrics.requests.inc(1, {**tags, "code": str(status)})
                 state.metrics.latency.observe(time.perf_counter() - start, tags)
+
+    async def _admit_unsized(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass on a request whose body has no declared length (chunked), refusing it (HTTP 413)
+        as soon as more than the limit has arrived, whoever reads it."""
+        limit = self._state.max_body_bytes
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _BodyOverLimit(f"chunked body over the limit of {limit} bytes")
+            return message
+
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive_within_limit, send_noting_start)
+        except _BodyOverLimit as error:
+            # Raised where FastAPI does not turn it into an answer (the image path).
+            if started:
+                raise
+            await _error(413, error.detail, oip=_is_oip(scope))(scope, receive, send)
+
+
+class _BodyOverLimit(StarletteHTTPException):
+    """A body of undeclared length grew over the limit: an HTTP exception, so that FastAPI,
+    which answers any other error while it reads a body with a 400, lets it through."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 #: The ``{model}`` of a ``/v1/models/{model}/...`` or ``/v2/models/{model}...`` path.

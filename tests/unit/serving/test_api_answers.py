@@ -93,8 +93,10 @@ class Server:
         body: bytes = b"",
         content_type: str | None = None,
         query: str = "",
+        chunks: list[bytes] | None = None,
     ) -> Answer:
-        headers = [(b"content-length", str(len(body)).encode())]
+        """Send ``body`` with its Content-Length, or ``chunks`` without one (chunked)."""
+        headers = [] if chunks is not None else [(b"content-length", str(len(body)).encode())]
         if content_type is not None:
             headers.append((b"content-type", content_type.encode()))
         scope = {
@@ -111,7 +113,11 @@ class Server:
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8000),
         }
-        incoming = [{"type": "http.request", "body": body, "more_body": False}]
+        parts = chunks if chunks is not None else [body]
+        incoming = [
+            {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
+            for i, part in enumerate(parts)
+        ]
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
@@ -418,3 +424,34 @@ def test_name_latest_pins_the_newest_version_served(server: Server) -> None:
         both.body["error"]["message"]
         == "'digits:latest' and version=1 each pin a version: give only one"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "error"),
+    [
+        ("/v1/models/digits/predict", "image/png", None),  # the image path, outside FastAPI
+        ("/v1/models/digits/predict/batch", "multipart/form-data; boundary=x", None),
+        ("/v2/models/digits/infer", "application/json", "oip"),  # read by FastAPI
+    ],
+)
+def test_a_chunked_body_over_the_limit_is_refused(
+    server: Server, path: str, content_type: str, error: str | None
+) -> None:
+    head = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+    chunks = [head] + [b"x" * 1024] * (LIMIT // 1024 + 1)
+    answer = server.request("POST", path, content_type=content_type, chunks=chunks)
+    assert answer.status == 413, answer.body
+    message = f"POST {path}: chunked body over the limit of {LIMIT} bytes"
+    if error == "oip":
+        assert answer.body == {"error": message}
+    else:
+        assert answer.body["error"]["code"] == 413
+        assert answer.body["error"]["message"].endswith(f"over the limit of {LIMIT} bytes")
+    assert server.counted()[-1][2] == "413"
+
+
+def test_a_chunked_body_within_the_limit_is_answered(server: Server) -> None:
+    answer = server.request(
+        "POST", "/v1/models/digits/predict", content_type="image/png", chunks=[PNG[:10], PNG[10:]]
+    )
+    assert answer.status == 200, answer.body
