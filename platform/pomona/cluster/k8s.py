@@ -28,8 +28,8 @@ import pomona
 from pomona.cluster.entrypoints import job_entrypoint
 from pomona.config import StrictModel
 from pomona.errors import ConfigError
-from pomona.serving.config import INGRESS_DEPLOYMENT, serving_env
-from pomona.serving.plan import IMPORT_PATH
+from pomona.serving.config import serving_env
+from pomona.serving.plan import reserving
 
 RAY_VERSION = "2.60.0"
 #: Ray's metrics export port (Ray and Serve metrics), the autoscaler's and the dashboard's.
@@ -298,19 +298,11 @@ def ray_service(settings: K8sSettings, serve_config: str) -> dict[str, Any]:
     passes would take the CPU of Ray's control plane and Serve's proxy; and the autoscaler adds
     worker pods only for resources that are asked for. A reservation the config gives is kept.
     """
-    config = yaml.safe_load(serve_config)
+    config = reserving(yaml.safe_load(serve_config), "num_cpus", REPLICA_CPUS)
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0"}
     for application in config["applications"]:
         if "registry" in application.get("args", {}):
             application["args"]["registry"] = settings.path("registry")
-        if application.get("import_path") != IMPORT_PATH:
-            continue
-        for deployment in application.get("deployments", []):
-            if deployment.get("name") == INGRESS_DEPLOYMENT:
-                options = deployment["ray_actor_options"] = (
-                    deployment.get("ray_actor_options") or {}
-                )
-                options["num_cpus"] = options.get("num_cpus") or REPLICA_CPUS
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

@@ -202,16 +202,24 @@ def gpus_to_start(config: dict[str, Any]) -> float:
     return per_replica * api["autoscaling_config"]["initial_replicas"]
 
 
-def on_gpus(config: dict[str, Any]) -> dict[str, Any]:
+def reserving(config: dict[str, Any], resource: str, amount: float) -> dict[str, Any]:
     """A copy of a Serve config in which every pomona application's ``api`` replicas reserve
-    :data:`GPUS_PER_REPLICA`, unless they already reserve GPUs; other applications (a config
-    written by hand may hold any) are left as they are."""
+    ``amount`` of ``resource`` (a ``ray_actor_options`` key: ``num_cpus``, ``num_gpus``), unless
+    they already reserve some; other applications (a config written by hand may hold any) are
+    left as they are."""
     config = copy.deepcopy(config)
     for app in config.get("applications", []):
         if app.get("import_path") != IMPORT_PATH:
             continue
         for deployment in app.get("deployments", []):
             if deployment.get("name") == INGRESS_DEPLOYMENT:
-                options = deployment.setdefault("ray_actor_options", {})
-                options["num_gpus"] = options.get("num_gpus") or GPUS_PER_REPLICA
+                options = deployment["ray_actor_options"] = (
+                    deployment.get("ray_actor_options") or {}
+                )
+                options[resource] = options.get(resource) or amount
     return config
+
+
+def on_gpus(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`reserving` :data:`GPUS_PER_REPLICA` GPUs per pomona replica."""
+    return reserving(config, "num_gpus", GPUS_PER_REPLICA)
