@@ -259,10 +259,10 @@ class _Admission:
                 refusal = f"body of {declared} bytes is over the limit of {state.max_body_bytes}"
                 answer = _error(413, refusal, oip=_is_oip(scope))
                 await answer(scope, receive, send_recording_status)
-            elif declared:
-                await self._app(scope, receive, send_recording_status)
             else:
-                await self._admit_unsized(scope, receive, send_recording_status)
+                if not declared:  # chunked: counted as it arrives
+                    receive = _within_limit(receive, state.max_body_bytes)
+                await self._app(scope, receive, send_recording_status)
         except Exception:
             status = status or 500  # what Serve answers for an error no one answered
             raise
@@ -276,39 +276,27 @@ class _Admission:
                 state.metrics.requests.inc(1, {**tags, "code": str(status)})
                 state.metrics.latency.observe(time.perf_counter() - start, tags)
 
-    async def _admit_unsized(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass on a request whose body has no declared length (chunked), refusing it (HTTP 413)
-        as soon as more than the limit has arrived, whoever reads it."""
-        limit = self._state.max_body_bytes
-        received = 0
 
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _BodyOverLimit(f"chunked body over the limit of {limit} bytes")
-            return message
+def _within_limit(receive: Receive, limit: int) -> Receive:
+    """``receive`` for a body of undeclared length (chunked), raising :class:`_BodyOverLimit`
+    (HTTP 413) as soon as more than ``limit`` bytes have arrived, whoever reads it."""
+    received = 0
 
-        started = False
+    async def receive_within_limit() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _BodyOverLimit(f"chunked body over the limit of {limit} bytes")
+        return message
 
-        async def send_noting_start(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self._app(scope, receive_within_limit, send_noting_start)
-        except _BodyOverLimit as error:
-            # Raised where FastAPI does not turn it into an answer (the image path).
-            if started:
-                raise
-            await _error(413, error.detail, oip=_is_oip(scope))(scope, receive, send)
+    return receive_within_limit
 
 
 class _BodyOverLimit(StarletteHTTPException):
     """A body of undeclared length grew over the limit: an HTTP exception, so that FastAPI,
-    which answers any other error while it reads a body with a 400, lets it through."""
+    which answers any other error while it reads a body with a 400, answers it as one (and
+    :class:`_ImagePredict` as FastAPI would)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(413, detail)
@@ -361,6 +349,8 @@ class _ImagePredict:
             answer = await self._state.api.predict_image(request, model)
         except PomonaError as error:
             answer = _error_answer(self._state, error, oip=False)
+        except _BodyOverLimit as error:
+            answer = _error(error.status_code, error.detail)
         await answer(scope, receive, send)
 
 
@@ -368,9 +358,7 @@ def _posted_image_model(scope: Scope) -> str | None:
     """The ``{model}`` of ``POST /v1/models/{model}/predict`` with an image body, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    # _route_path, inline: this runs for every request.
-    path, root = scope["path"], scope.get("root_path", "")
-    match = _PREDICT_PATH.fullmatch(path[len(root) :] if path.startswith(root) else path)
+    match = _PREDICT_PATH.fullmatch(_route_path(scope))
     if match is None:
         return None
     return match[1] if _media_type(Headers(scope=scope)).startswith(IMAGE_TYPES) else None
