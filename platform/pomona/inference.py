@@ -9,8 +9,9 @@ were; the size and decompression-bomb limits apply to bytes and files alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ from pomona.models.fusion import fold_batch_norms
 
 #: Images per forward pass: bounds memory for large inputs while still batching the common case.
 IMAGES_PER_BATCH = 32
+
+#: An image file and its pixels as preprocessed for a model.
+Decoded = tuple[Path, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -79,21 +83,32 @@ def decode(
     return images.preprocess(data, spec, max_pixels)
 
 
-def load_images(paths: Sequence[str | Path], spec: Preprocessing) -> np.ndarray:
-    """Read and preprocess files into one uint8 ``(N, H, W, C)`` array.
+def read_image(path: str | Path, spec: Preprocessing) -> np.ndarray:
+    """Read and preprocess one image file into uint8 ``spec.image_shape`` pixels.
 
     Raises:
-        ImageRejected: a file cannot be read or is not a usable image; the message names it.
+        ImageRejected: the file cannot be read or is not a usable image; the message names it.
     """
-    pixels = []
+    try:
+        return images.load(path, spec)
+    except images.ImageRejected as error:
+        raise images.ImageRejected(f"{path}: {error}") from None
+    except OSError as error:
+        raise images.ImageRejected(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def read_images(paths: Iterable[str | Path], spec: Preprocessing) -> Iterator[Decoded]:
+    """Each of ``paths`` read with :func:`read_image`, one at a time, as it is asked for."""
     for path in paths:
-        try:
-            pixels.append(images.load(path, spec))
-        except images.ImageRejected as error:
-            raise images.ImageRejected(f"{path}: {error}") from None
-        except OSError as error:
-            raise images.ImageRejected(f"{path}: cannot read ({error.strerror or error})") from None
-    return np.stack(pixels)
+        yield Path(path), read_image(path, spec)
+
+
+def batches(decoded: Iterable[Decoded]) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """Decoded images in groups of :data:`IMAGES_PER_BATCH`: their paths and their pixels
+    stacked into one uint8 ``(N, H, W, C)`` array. Only one group is held at a time."""
+    it = iter(decoded)
+    while group := list(islice(it, IMAGES_PER_BATCH)):
+        yield [path for path, _ in group], np.stack([pixels for _, pixels in group])
 
 
 def as_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -147,32 +162,17 @@ def predict_pixels(
     return top_classes(probabilities(model, card.preprocessing, pixels), card.classes, k)
 
 
-def chunks(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
-    """``paths`` in groups of :data:`IMAGES_PER_BATCH`, as ``Path`` objects."""
-    for start in range(0, len(paths), IMAGES_PER_BATCH):
-        yield [Path(p) for p in paths[start : start + IMAGES_PER_BATCH]]
-
-
-def predict_files(
-    model: nn.Module, card: ModelCard, paths: Sequence[str | Path], top_k: int
-) -> list[Prediction]:
-    """Classify image files.
-
-    Args:
-        model: the classifier, e.g. from :func:`pomona.models.load_model`.
-        card: its model card (classes and preprocessing).
-        paths: image files.
-        top_k: how many classes to return per file (capped at the number of classes).
-
-    Returns:
-        One prediction per file, in the order of ``paths``.
+def predict_images(
+    model: nn.Module, card: ModelCard, decoded: Iterable[Decoded], top_k: int
+) -> list[tuple[Path, Prediction]]:
+    """Classify decoded images (see :func:`read_images`), :data:`IMAGES_PER_BATCH` per
+    forward pass: each image's file and prediction, in their order.
 
     Raises:
         ConfigError: ``top_k`` is below 1.
-        ImageRejected: a file cannot be read or is not a usable image; the message names it.
     """
     check_top_k(top_k)
-    predictions: list[Prediction] = []
-    for chunk in chunks(paths):
-        predictions += predict_pixels(model, card, load_images(chunk, card.preprocessing), top_k)
-    return predictions
+    predicted: list[tuple[Path, Prediction]] = []
+    for paths, pixels in batches(decoded):
+        predicted += zip(paths, predict_pixels(model, card, pixels, top_k), strict=True)
+    return predicted

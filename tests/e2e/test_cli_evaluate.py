@@ -19,6 +19,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from pomona.data import images
 from pomona.data.demo import write_digits
 from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
@@ -227,7 +228,12 @@ def test_predict_and_explain_name_the_version_a_reference_stands_for(
 
 
 def test_predict_takes_folders(
-    pomona, digits_model: Path, digits_dataset: Path, digits_folder: Path, tmp_path: Path
+    pomona,
+    digits_model: Path,
+    digits_dataset: Path,
+    digits_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     files = known_digits(digits_model, digits_dataset, digits_folder)
     folder = tmp_path / "mixed"
@@ -240,6 +246,9 @@ def test_predict_takes_folders(
     whole = next(iter(files)).read_bytes()
     (folder / "9_cut.png").write_bytes(whole[: len(whole) // 2])
     extra = next(iter(files))
+    decoded: list[int] = []
+    preprocess = images.preprocess
+    monkeypatch.setattr(images, "preprocess", lambda *a: decoded.append(1) or preprocess(*a))
 
     result = pomona("predict", digits_model, extra, folder, "--top-k", "1", "--json")
     assert result.code == 0, result.err
@@ -251,6 +260,7 @@ def test_predict_takes_folders(
     payload = json.loads(result.out)
     below = sorted(p for p in folder.rglob("*.png") if p != cut)
     assert [Path(item["path"]) for item in payload] == [extra, *below]
+    assert len(decoded) == 1 + len(below) + 2  # each file once, the two skipped ones included
     for item in payload[1:]:
         assert item["predictions"][0]["label"] == Path(item["path"]).stem.split("_")[0]
 

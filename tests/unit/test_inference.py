@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pomona import inference
 from pomona.data import images
 from pomona.data.tensors import to_model_input
 from pomona.errors import ConfigError
-from pomona.inference import decode, load_for_inference, predict_files, predict_pixels
+from pomona.inference import (
+    Prediction,
+    decode,
+    load_for_inference,
+    predict_images,
+    predict_pixels,
+    read_images,
+)
 from pomona.models import load_model
+from pomona.models.card import ModelCard
 
 
 def expected_probabilities(model_dir: Path, paths: list[Path]) -> np.ndarray:
@@ -25,13 +34,19 @@ def expected_probabilities(model_dir: Path, paths: list[Path]) -> np.ndarray:
     return torch.softmax(logits, dim=1).numpy()
 
 
+def predict_files(model: nn.Module, card: ModelCard, paths: list[Path], k: int) -> list[Prediction]:
+    predicted = predict_images(model, card, read_images(paths, card.preprocessing), k)
+    assert [path for path, _ in predicted] == paths
+    return [prediction for _, prediction in predicted]
+
+
 def test_predictions_use_the_training_preprocessing(
     tiny_model_dir: Path, image_files: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two files per batch, so batching across chunks is exercised too.
     monkeypatch.setattr(inference, "IMAGES_PER_BATCH", 2)
     model, card = load_model(tiny_model_dir)
-    predictions = predict_files(model, card, image_files, top_k=2)
+    predictions = predict_files(model, card, image_files, 2)
     expected = expected_probabilities(tiny_model_dir, image_files)
     classes = card.classes
     assert len(predictions) == len(image_files)
@@ -78,11 +93,11 @@ def test_byte_limits_apply_to_bytes(tiny_model_dir: Path, image_files: list[Path
 
 def test_top_k_is_capped_and_validated(tiny_model_dir: Path, image_files: list[Path]) -> None:
     model, card = load_model(tiny_model_dir)
-    (prediction,) = predict_files(model, card, image_files[:1], top_k=10)
+    (prediction,) = predict_files(model, card, image_files[:1], 10)
     assert sorted(prediction.labels) == sorted(card.classes)
     assert sum(prediction.scores) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ConfigError, match="top-k must be at least 1, got 0"):
-        predict_files(model, card, image_files, top_k=0)
+        predict_files(model, card, image_files, 0)
 
 
 def test_bad_files_are_named(tiny_model_dir: Path, image_files: list[Path], tmp_path: Path) -> None:
@@ -90,4 +105,4 @@ def test_bad_files_are_named(tiny_model_dir: Path, image_files: list[Path], tmp_
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(images.ImageRejected, match=f"^{re.escape(str(broken))}: "):
-        predict_files(model, card, [*image_files, broken], top_k=1)
+        predict_files(model, card, [*image_files, broken], 1)

@@ -8,6 +8,7 @@ MODEL is a run directory, a model directory, one of its two files or a registry 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from pomona.data.manifest import Preprocessing
     from pomona.evaluate.report import EvaluationReport
+    from pomona.inference import Decoded
     from pomona.models.card import ModelCard
 
 ModelArgument = Annotated[
@@ -49,7 +51,11 @@ ImagesArgument = Annotated[
 ]
 
 
-def _listed(images: list[Path]) -> list[tuple[Path, list[Path] | None]]:
+#: Each path given on the command line with, for a folder, the files below it.
+Listed = list[tuple[Path, list[Path] | None]]
+
+
+def _listed(images: list[Path]) -> Listed:
     """Each of ``images`` with, for a folder, the files below it (sorted, litter skipped):
     listed before the model loads, so that an empty folder is reported first.
 
@@ -67,39 +73,43 @@ def _listed(images: list[Path]) -> list[tuple[Path, list[Path] | None]]:
     ]
 
 
-def _usable(listed: list[tuple[Path, list[Path] | None]], spec: Preprocessing) -> list[Path]:
-    """The image files to use: each one named, and the usable images of each folder.
+def _files(listed: Listed) -> list[Path]:
+    """Every file of ``listed``: those named, and those below each folder."""
+    return [file for path, below in listed for file in (below if below is not None else [path])]
+
+
+def _decoded(listed: Listed, spec: Preprocessing) -> Iterator[Decoded]:
+    """The image files to use, each decoded once, as they are asked for: each one named, and
+    the usable images of each folder.
 
     A file in a folder that is not a usable image (text, empty, truncated) is skipped with a
-    note on stderr, as ingest rejects it; found by decoding it once here, so a folder's broken
-    file never stops the command midway. A file named on the command line is kept, and loading
-    it reports it.
+    note on stderr once every folder has been read, as ingest rejects it, so a folder's broken
+    file never stops the command midway. A file named on the command line is not skipped.
 
     Raises:
+        ImageRejected: a file named on the command line cannot be read or is not an image.
         DatasetError: a folder holds no usable images.
     """
     from pomona.data.images import ImageRejected, load
+    from pomona.inference import read_image
 
-    files: list[Path] = []
     skipped: list[str] = []
     for path, below in listed:
         if below is None:
-            files.append(path)
+            yield path, read_image(path, spec)
             continue
-        found: list[Path] = []
         rejected: list[str] = []
         for file in below:
             try:
-                load(file, spec)
+                pixels = load(file, spec)
             except ImageRejected as error:
                 rejected.append(f"{file} ({error})")
             except OSError as error:
                 rejected.append(f"{file} (cannot read: {error.strerror or error})")
             else:
-                found.append(file)
-        if not found:
+                yield file, pixels
+        if len(rejected) == len(below):
             raise DatasetError(f"folder {path} holds no usable images: {first_few(rejected, 3)}")
-        files += found
         skipped += rejected
     if skipped:
         what = (
@@ -110,7 +120,6 @@ def _usable(listed: list[tuple[Path, list[Path] | None]], spec: Preprocessing) -
         err_console.print(
             f"skipped {len(skipped)} {what}: {first_few(skipped, 3)}", soft_wrap=True, markup=False
         )
-    return files
 
 
 def _resolve(model: str, registry: str | None) -> tuple[Path, str]:
@@ -231,12 +240,11 @@ def predict_command(
     registry: RegistryOption = None,
 ) -> None:
     """Print the top-k classes of each image file with their probabilities."""
-    from pomona.inference import predict_files
+    from pomona.inference import predict_images
 
     listed = _listed(images)
     network, card, named = _load(model, registry)
-    images = _usable(listed, card.preprocessing)
-    predictions = predict_files(network, card, images, top_k)
+    predicted = predict_images(network, card, _decoded(listed, card.preprocessing), top_k)
     if as_json:
         payload = [
             {
@@ -246,14 +254,14 @@ def predict_command(
                     for label, score in zip(p.labels, p.scores, strict=True)
                 ],
             }
-            for path, p in zip(images, predictions, strict=True)
+            for path, p in predicted
         ]
         typer.echo(json.dumps(payload, indent=2))
         return
     console.print(f"model: {named}", markup=False, soft_wrap=True)
     shown = min(top_k, card.num_classes)
     table = Table(Column("file", overflow="fold"), *(f"#{rank}" for rank in range(1, shown + 1)))
-    for path, p in zip(images, predictions, strict=True):
+    for path, p in predicted:
         table.add_row(
             escape(str(path)),
             *(
@@ -271,18 +279,16 @@ def explain_command(
     registry: RegistryOption = None,
 ) -> None:
     """Write a Grad-CAM overlay per image showing where MODEL looked for its prediction."""
-    from pomona.evaluate.explain import explain_files
-    from pomona.inference import predict_files
+    from pomona.evaluate.explain import OverlayFiles, explain_images
 
     listed = _listed(images)
     network, card, named = _load(model, registry)
-    images = _usable(listed, card.preprocessing)
-    predictions = predict_files(network, card, images, top_k=1)
-    written = explain_files(network, card, card.architecture, images, out)
+    files = OverlayFiles(out, _files(listed))
+    explained = explain_images(network, card, _decoded(listed, card.preprocessing), files)
     console.print(f"model: {named}", markup=False, soft_wrap=True)
-    for image, prediction, path in zip(images, predictions, written, strict=True):
+    for image, prediction, overlay in explained:
         console.print(
-            f"{image}: {prediction.label} ({prediction.score:.1%}) -> {path}",
+            f"{image}: {prediction.label} ({prediction.score:.1%}) -> {overlay}",
             soft_wrap=True,
             markup=False,
         )

@@ -7,8 +7,9 @@ explanation is computed on exactly what the model classified.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from pomona.data.manifest import Preprocessing
 from pomona.data.tensors import INFERENCE_FORMAT, to_model_input
 from pomona.evaluate.gradcam import grad_cam, overlay
 from pomona.evaluate.html import png_bytes
-from pomona.inference import as_tensor, chunks, load_images
+from pomona.inference import Decoded, Prediction, as_tensor, batches, predict_pixels
 from pomona.models.card import ModelCard
 from pomona.models.zoo import target_layer
 from pomona.storage import atomic_write_bytes
@@ -52,51 +53,62 @@ def gradcam_overlays(
     return [overlay(image, heatmap) for image, heatmap in zip(pixels, heatmaps, strict=True)]
 
 
-def explain_files(
-    model: nn.Module,
-    card: ModelCard,
-    architecture: str,
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-) -> list[Path]:
-    """Write a Grad-CAM overlay PNG per image file, for the class the model predicts.
+class OverlayFiles:
+    """Where the Grad-CAM overlays of image files are written.
 
-    Overlays keep the files' folders below the one folder all of them share, and are named
-    ``<file stem>.gradcam.png``: ``shapes/circle/01.png`` and ``shapes/square/01.png`` give
+    Overlays keep the files' folders below the one folder all of ``sources`` share, and are
+    named ``<file stem>.gradcam.png``: ``shapes/circle/01.png`` and ``shapes/square/01.png`` give
     ``OUT/circle/01.gradcam.png`` and ``OUT/square/01.gradcam.png``; one file gives
     ``OUT/<stem>.gradcam.png``. Files of one folder that share a stem (``01.png``, ``01.jpg``)
-    get ``-2``, ``-3``... in the order given, so no overlay overwrites another.
+    get ``-2``, ``-3``... in the order written, so no overlay overwrites another.
 
     Args:
-        model: the classifier.
-        card: its model card.
-        architecture: its architecture key (names the layer Grad-CAM hooks).
-        paths: image files.
         out_dir: where to write the overlays (created if missing).
+        sources: every image file that may be written for; their shared folder is the root.
+    """
+
+    def __init__(self, out_dir: str | Path, sources: Sequence[str | Path]) -> None:
+        self._out_dir = Path(out_dir)
+        parents = [os.path.dirname(os.path.abspath(path)) for path in sources]
+        self._root = Path(os.path.commonpath(parents)) if parents else None
+        self._taken: set[Path] = set()
+
+    def write(self, source: str | Path, picture: np.ndarray) -> Path:
+        """Write the overlay ``picture`` of image file ``source``; returns the file written."""
+        absolute = Path(os.path.abspath(source))
+        folder = self._out_dir / absolute.parent.relative_to(self._root or absolute.parent)
+        target, copy = folder / f"{absolute.stem}{OVERLAY_SUFFIX}", 1
+        while target in self._taken:  # 01.png and 01.jpg side by side
+            copy += 1
+            target = folder / f"{absolute.stem}-{copy}{OVERLAY_SUFFIX}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, png_bytes(picture))
+        self._taken.add(target)
+        return target
+
+
+class Explanation(NamedTuple):
+    """One image explained: its file, its top class, and its overlay file."""
+
+    image: Path
+    prediction: Prediction
+    overlay: Path
+
+
+def explain_images(
+    model: nn.Module, card: ModelCard, decoded: Iterable[Decoded], files: OverlayFiles
+) -> list[Explanation]:
+    """Classify decoded images (see :func:`pomona.inference.read_images`) and write each one's
+    Grad-CAM overlay for the class predicted, :data:`~pomona.inference.IMAGES_PER_BATCH` at a
+    time.
 
     Returns:
-        The overlay files, in the order of ``paths``.
-
-    Raises:
-        ImageRejected: a file cannot be read or is not a usable image; the message names it.
+        One explanation per image, in their order.
     """
-    out_dir = Path(out_dir)
-    absolute = [Path(os.path.abspath(path)) for path in paths]
-    shared = Path(os.path.commonpath([path.parent for path in absolute])) if paths else out_dir
-    written: list[Path] = []
-    taken: set[Path] = set()
-    for chunk in chunks(paths):
-        pixels = load_images(chunk, card.preprocessing)
-        overlays = gradcam_overlays(model, architecture, card.preprocessing, pixels)
-        for picture in overlays:
-            source = absolute[len(written)]
-            folder = out_dir / source.parent.relative_to(shared)
-            target, copy = folder / f"{source.stem}{OVERLAY_SUFFIX}", 1
-            while target in taken:  # 01.png and 01.jpg side by side
-                copy += 1
-                target = folder / f"{source.stem}-{copy}{OVERLAY_SUFFIX}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, png_bytes(picture))
-            written.append(target)
-            taken.add(target)
-    return written
+    explained: list[Explanation] = []
+    for paths, pixels in batches(decoded):
+        predictions = predict_pixels(model, card, pixels, 1)
+        overlays = gradcam_overlays(model, card.architecture, card.preprocessing, pixels)
+        for path, prediction, picture in zip(paths, predictions, overlays, strict=True):
+            explained.append(Explanation(path, prediction, files.write(path, picture)))
+    return explained
