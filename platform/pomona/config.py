@@ -8,6 +8,7 @@ values, and validated once at the end.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args
@@ -70,8 +71,10 @@ def format_validation_error(
 
     ``flags`` maps a dotted key to the command-line flag its value came from: a problem there is
     named by that flag, as the user typed it (``--lr`` rather than ``learning_rate``), and one
-    deeper inside it by the flag and the rest of its key (``--split (train)``). With the
-    ``model`` that was validated, an unknown key is answered with the keys there are.
+    deeper inside it by the flag and the rest of its key (``--split (train)``). A validator's
+    message names such a setting by its flag too (``--batch-size (1) must be >= --workers
+    (2)``). With the ``model`` that was validated, an unknown key is answered with the keys
+    there are.
     """
     lines: list[str] = []
     for problem in error.errors():
@@ -79,7 +82,7 @@ def format_validation_error(
         where = _where(loc, flags or {})
         message = problem["msg"]
         if problem["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
+            message = _flagged(message.removeprefix("Value error, "), loc, flags or {})
         known = _keys_at(model, loc[:-1]) if problem["type"] == "extra_forbidden" else None
         if known:
             message = f"not a setting; choose one of {', '.join(known)}"
@@ -91,6 +94,23 @@ def format_validation_error(
         if message not in lines:  # two keys from one flag (--image-size) can fail alike
             lines.append(message)
     return f"invalid {source}:\n  " + "\n  ".join(lines)
+
+
+def _flagged(message: str, loc: tuple[str, ...], flags: Mapping[str, str]) -> str:
+    """``message`` with each setting it names that a flag gave written as that flag.
+
+    A validator names settings by their keys, in full (``model.weights``) or from the model it
+    checks (``batch_size`` inside ``train``, at ``loc``). Only keys that cannot be a plain word
+    (with ``_`` or ``.``) are replaced: ``data`` or ``out`` may be English.
+    """
+    prefix = "".join(f"{part}." for part in loc)
+    names = dict(flags)
+    names.update({key.removeprefix(prefix): flag for key, flag in flags.items() if prefix})
+    keys = sorted((key for key in names if "_" in key or "." in key), key=len, reverse=True)
+    if not keys:
+        return message
+    pattern = re.compile(rf"(?<![\w.])({'|'.join(map(re.escape, keys))})(?!\w)")
+    return pattern.sub(lambda match: names[match.group(1)], message)
 
 
 def _where(loc: tuple[str, ...], flags: Mapping[str, str]) -> str:

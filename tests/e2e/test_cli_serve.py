@@ -111,6 +111,9 @@ def test_bad_references_and_splits_are_one_line_errors(
     assert malformed.code == 2 and "Digits!" in malformed.err
     twice = pomona("--registry", registry, "serve", "build", "digits", "digits:1", "--out", out)
     assert twice.code == 2 and "served once" in twice.err
+    replicas = ("--min-replicas", "3", "--max-replicas", "2")
+    floor = pomona("--registry", registry, "serve", "build", "digits", *replicas, "--out", out)
+    assert floor.code == 2 and "\n  --min-replicas 3 exceeds --max-replicas 2\n" in floor.err
 
 
 @pytest.mark.parametrize("command", [("status",), ("promote", "digits", "2")])

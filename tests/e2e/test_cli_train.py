@@ -29,7 +29,7 @@ class Payload:
         (("--data", "d", "--out", "{tmp}/run", "--set", "lr"), "--set expects key=value"),
         (
             ("--data", "d", "--out", "{tmp}/run", "--workers", "4", "--batch-size", "2"),
-            ">= num_workers",
+            "--batch-size (2) must be >= --workers (4)",
         ),
         (("--data", "d", "--out", "{tmp}/existing"), "already exists; continue it with"),
         (("--resume", "{tmp}/empty"), "cannot resume: {tmp}/empty holds no config.yaml"),
@@ -41,7 +41,7 @@ class Payload:
         (("--data", "{tmp}/format_1", "--out", "{tmp}/run"), "ingest the images again: `pomona"),
         (("--data", "d", "--out", "{tmp}/run", "--head", "old"), "--head: Input should be"),
         (("--data", "d", "--out", "{tmp}/run", "--lr", "-1"), "--lr: Input should be greater"),
-        (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "needs model.weights"),
+        (("--data", "d", "--out", "{tmp}/run", "--head", "keep"), "--head keep needs --weights"),
     ],
 )
 def test_train_errors(

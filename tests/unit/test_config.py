@@ -106,3 +106,25 @@ def test_help_texts_show_the_config_defaults() -> None:
     assert default_text(TrainConfig, "data") == ""  # required: no default
     with pytest.raises(KeyError, match=r"no setting 'model\.typo'"):
         default_text(TrainConfig, "model.typo")
+
+
+def test_a_check_of_several_settings_names_the_flags_that_gave_them() -> None:
+    """A validator's message names a setting by its flag where a flag gave it, and by its key
+    where the file or --set did; settings checked inside a nested model are found too."""
+    from pomona.tune.config import SweepConfig
+
+    names = {"num_workers": "--workers"}
+    flags = {"data": "d", "out": "o", "batch_size": 1, "num_workers": 2}
+    with pytest.raises(ConfigError, match=r"\n  --batch-size \(1\) must be >= --workers \(2\): "):
+        load_config(TrainConfig, None, (), flags, names)
+    flags = {"data": "d", "out": "o", "num_workers": 2}
+    with pytest.raises(ConfigError, match=r"\n  batch_size \(1\) must be >= --workers \(2\): "):
+        load_config(TrainConfig, None, ["batch_size=1"], flags, names)
+    with pytest.raises(ConfigError, match=r"\n  model: --head keep needs --weights: "):
+        load_config(TrainConfig, None, (), {"data": "d", "out": "o", "model.head": "keep",
+                                           "model.weights": None})  # fmt: skip
+
+    flags = {"out": "o", "train.data": "d", "train.batch_size": 1, "train.num_workers": 2}
+    with pytest.raises(ConfigError) as error:
+        load_config(SweepConfig, None, (), flags, {"train.num_workers": "--workers"})
+    assert "  train: --batch-size (1) must be >= --workers (2): " in str(error.value)

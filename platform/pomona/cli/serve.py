@@ -207,6 +207,7 @@ def _settings(
             "use_gpu": options.use_gpu,
         },
         "serve options",
+        {"min_replicas": "--min-replicas", "max_replicas": "--max-replicas"},
     )
     return args, serve_options
 

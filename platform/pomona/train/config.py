@@ -71,7 +71,7 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _head_needs_weights(self) -> ModelConfig:
         if self.head == "keep" and self.weights is None:
-            raise ValueError("model.head=keep needs model.weights: there is no head to keep")
+            raise ValueError("model.head keep needs model.weights: there is no head to keep")
         return self
 
 
