@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from pomona.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+#: The key of the flags in the validation context :func:`validate` gives validators.
+_FLAGS = "pomona.flags"
 
 
 class StrictModel(BaseModel):
@@ -178,11 +180,19 @@ def validate(
     flags: Mapping[str, str] | None = None,
 ) -> M:
     """Validate ``data`` as ``model``, turning pydantic's error into a :class:`ConfigError`
-    (``flags`` as in :func:`format_validation_error`)."""
+    (``flags`` as in :func:`format_validation_error`; validators find them with
+    :func:`flags_within`)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={_FLAGS: flags or {}})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source, flags, model)) from None
+
+
+def flags_within(info: ValidationInfo, key: str) -> dict[str, str]:
+    """For a validator: the flags :func:`validate` was given for the settings below ``key``,
+    keyed from there (``train.num_workers`` -> ``num_workers``)."""
+    flags: Mapping[str, str] = (info.context or {}).get(_FLAGS, {})
+    return {k.removeprefix(f"{key}."): v for k, v in flags.items() if k.startswith(f"{key}.")}
 
 
 class TextFile(Protocol):

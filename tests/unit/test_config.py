@@ -128,3 +128,12 @@ def test_a_check_of_several_settings_names_the_flags_that_gave_them() -> None:
     with pytest.raises(ConfigError) as error:
         load_config(SweepConfig, None, (), flags, {"train.num_workers": "--workers"})
     assert "  train: --batch-size (1) must be >= --workers (2): " in str(error.value)
+    flags = {
+        "out": "o",
+        "train.data": "d",
+        "train.num_workers": 2,
+        "space": {"batch_size": "choice(1)"},
+    }
+    with pytest.raises(ConfigError, match=r"^invalid space batch_size=1: batch_size \(1\) must be "
+                       r">= --workers \(2\): "):  # fmt: skip
+        load_config(SweepConfig, None, (), flags, {"train.num_workers": "--workers"})

@@ -31,11 +31,12 @@ from pydantic import (
     Field,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from pomona.config import StrictModel, format_validation_error
+from pomona.config import StrictModel, flags_within, format_validation_error
 from pomona.errors import ConfigError
 from pomona.train.config import TrainConfig
 from pomona.train.run_dir import METRIC_COLUMNS
@@ -132,12 +133,13 @@ class SweepConfig(StrictModel):
         return metric
 
     @model_validator(mode="after")
-    def _consistent(self) -> SweepConfig:
+    def _consistent(self, info: ValidationInfo) -> SweepConfig:
+        flags = flags_within(info, "train")
         for key, distribution in self.space.items():
             _check_key(key)
             for value in distribution.examples():
                 source = f"space {key}={value!r}"
-                trial_config(self.train, {key: value}, self.train.out, source=source)
+                trial_config(self.train, {key: value}, self.train.out, source=source, flags=flags)
         if self.scheduler.name == "asha" and self.scheduler.grace_period > self.train.epochs:
             raise ValueError(
                 f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds train.epochs "
@@ -189,9 +191,16 @@ def _check_key(key: str) -> None:
 
 
 def trial_config(
-    base: TrainConfig, settings: Mapping[str, Any], out: str, *, source: str = "trial"
+    base: TrainConfig,
+    settings: Mapping[str, Any],
+    out: str,
+    *,
+    source: str = "trial",
+    flags: Mapping[str, str] | None = None,
 ) -> TrainConfig:
-    """The base config with a trial's settings (dotted keys) and run directory, validated again.
+    """The base config with a trial's settings (dotted keys) and run directory, validated again
+    (``flags`` names the base's settings in errors, as in
+    :func:`pomona.config.format_validation_error`).
 
     Raises:
         ConfigError: the combination is invalid (e.g. ``batch_size`` below ``num_workers``).
@@ -207,5 +216,5 @@ def trial_config(
         return TrainConfig.model_validate(data)
     except ValidationError as error:
         # One line, so a sweep's table and results.csv can show it next to the trial.
-        message = format_validation_error(error, source)
+        message = format_validation_error(error, source, flags)
         raise ConfigError(message.replace(":\n  ", ": ", 1).replace("\n  ", "; ")) from None
