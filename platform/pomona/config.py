@@ -102,17 +102,25 @@ def _flagged(message: str, loc: tuple[str, ...], flags: Mapping[str, str]) -> st
     """``message`` with each setting it names that a flag gave written as that flag.
 
     A validator names settings by their keys, in full (``model.weights``) or from the model it
-    checks (``batch_size`` inside ``train``, at ``loc``). Only keys that cannot be a plain word
-    (with ``_`` or ``.``) are replaced: ``data`` or ``out`` may be English.
+    checks (``batch_size`` inside ``train``, at ``loc``). A key that could be an English word
+    (``workers``, ``data``) is replaced only where a value follows it (``workers 3``). The
+    setting at ``loc`` itself is left alone: the line already starts with its flag.
     """
     prefix = "".join(f"{part}." for part in loc)
     names = dict(flags)
     names.update({key.removeprefix(prefix): flag for key, flag in flags.items() if prefix})
-    keys = sorted((key for key in names if "_" in key or "." in key), key=len, reverse=True)
-    if not keys:
+    names.pop(".".join(loc), None)
+    if not names:
         return message
-    pattern = re.compile(rf"(?<![\w.])({'|'.join(map(re.escape, keys))})(?!\w)")
-    return pattern.sub(lambda match: names[match.group(1)], message)
+    keys = "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+    pattern = re.compile(rf"(?<![\w.-])({keys})(?!\w)")
+
+    def flag(match: re.Match[str]) -> str:
+        key, after = match.group(1), message[match.end() : match.end() + 2]
+        named = "_" in key or "." in key or re.fullmatch(r" [\d('\"]", after) is not None
+        return names[key] if named else key
+
+    return pattern.sub(flag, message)
 
 
 def _where(loc: tuple[str, ...], flags: Mapping[str, str]) -> str:

@@ -68,7 +68,7 @@ def test_render_rejects_object_store_storage(pomona, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (("--workers", "3", "--max-workers", "1"), "max_workers 1 is below workers 3"),
+        (("--workers", "3", "--max-workers", "1"), "--max-workers 1 is below --workers 3"),
         (("--image", "Bad Image!"), "image 'Bad Image!' is not a container repository"),
         (("--tag", "a b"), "tag 'a b' is not an image tag"),
         (("--dataset", "../x"), "--dataset: dataset '../x' is not a folder name"),
