@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from pomona.data.ingest import IngestConfig, ingest
 from pomona.data.manifest import Preprocessing
 from pomona.data.shards import image_array, read_manifest, shard_paths
 from pomona.data.tensors import to_model_input
+from pomona.inference import IMAGES_PER_BATCH
 from pomona.models import load_model
 from pomona.registry import Registry
 
@@ -273,6 +275,24 @@ def test_predict_takes_folders(
     result = pomona("predict", digits_model, tmp_path / "texts")
     assert result.code == 2
     assert f"folder {tmp_path / 'texts'} holds no usable images: " in result.err
+
+
+def test_more_files_than_one_forward_pass_show_a_progress_bar(
+    pomona, digits_model: Path, digits_folder: Path, tmp_path: Path
+) -> None:
+    image = next(digits_folder.rglob("*.png")).read_bytes()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(IMAGES_PER_BATCH + 8):
+        (folder / f"{i:02d}.png").write_bytes(image)
+    (folder / "notes.txt").write_text("not an image")  # read, then skipped: counted as read
+    result = pomona("predict", digits_model, folder, "--json")
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)) == IMAGES_PER_BATCH + 8
+    assert re.search(rf"^predict .* {IMAGES_PER_BATCH + 9}/{IMAGES_PER_BATCH + 9} ", result.err,
+                     re.MULTILINE)  # fmt: skip
+    few = pomona("predict", digits_model, *sorted(folder.glob("*.png"))[:IMAGES_PER_BATCH])
+    assert few.code == 0 and few.err == ""  # one forward pass: no bar
 
 
 def test_explain_writes_overlays(

@@ -8,7 +8,8 @@ MODEL is a run directory, a model directory, one of its two files or a registry 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +23,7 @@ from pomona.cli.session import session
 from pomona.errors import DatasetError, first_few
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from pomona.data.manifest import Preprocessing
@@ -78,9 +80,21 @@ def _files(listed: Listed) -> list[Path]:
     return [file for path, below in listed for file in (below if below is not None else [path])]
 
 
-def _decoded(listed: Listed, spec: Preprocessing) -> Iterator[Decoded]:
+@contextmanager
+def _reading(listed: Listed, spec: Preprocessing, command: str) -> Iterator[Iterator[Decoded]]:
+    """:func:`_decoded` with a progress bar on stderr, of files read, when they fill more than
+    one forward pass."""
+    from pomona.inference import IMAGES_PER_BATCH
+
+    total = len(_files(listed))
+    with progress_bar(command) as bar:
+        task = bar.add_task(command, total=total, status="") if total > IMAGES_PER_BATCH else None
+        yield _decoded(listed, spec, lambda: None if task is None else bar.advance(task))
+
+
+def _decoded(listed: Listed, spec: Preprocessing, read: Callable[[], None]) -> Iterator[Decoded]:
     """The image files to use, each decoded once, as they are asked for: each one named, and
-    the usable images of each folder.
+    the usable images of each folder; ``read`` is called after each file.
 
     A file in a folder that is not a usable image (text, empty, truncated) is skipped with a
     note on stderr once every folder has been read, as ingest rejects it, so a folder's broken
@@ -96,18 +110,22 @@ def _decoded(listed: Listed, spec: Preprocessing) -> Iterator[Decoded]:
     skipped: list[str] = []
     for path, below in listed:
         if below is None:
-            yield path, read_image(path, spec)
+            pixels = read_image(path, spec)
+            read()
+            yield path, pixels
             continue
         rejected: list[str] = []
         for file in below:
+            usable: np.ndarray | None = None
             try:
-                pixels = load(file, spec)
+                usable = load(file, spec)
             except ImageRejected as error:
                 rejected.append(f"{file} ({error})")
             except OSError as error:
                 rejected.append(f"{file} (cannot read: {error.strerror or error})")
-            else:
-                yield file, pixels
+            read()
+            if usable is not None:
+                yield file, usable
         if len(rejected) == len(below):
             raise DatasetError(f"folder {path} holds no usable images: {first_few(rejected, 3)}")
         skipped += rejected
@@ -244,7 +262,8 @@ def predict_command(
 
     listed = _listed(images)
     network, card, named = _load(model, registry)
-    predicted = predict_images(network, card, _decoded(listed, card.preprocessing), top_k)
+    with _reading(listed, card.preprocessing, "predict") as decoded:
+        predicted = predict_images(network, card, decoded, top_k)
     if as_json:
         payload = [
             {
@@ -284,7 +303,8 @@ def explain_command(
     listed = _listed(images)
     network, card, named = _load(model, registry)
     files = OverlayFiles(out, _files(listed))
-    explained = explain_images(network, card, _decoded(listed, card.preprocessing), files)
+    with _reading(listed, card.preprocessing, "explain") as decoded:
+        explained = explain_images(network, card, decoded, files)
     console.print(f"model: {named}", markup=False, soft_wrap=True)
     for image, prediction, overlay in explained:
         console.print(
