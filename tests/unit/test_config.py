@@ -132,6 +132,7 @@ def test_a_check_of_several_settings_names_the_flags_that_gave_them() -> None:
         "out": "o",
         "train.data": "d",
         "train.num_workers": 2,
+        "train.batch_size": 64,  # the space's value replaces it: named by its key
         "space": {"batch_size": "choice(1)"},
     }
     with pytest.raises(ConfigError, match=r"^invalid space batch_size=1: batch_size \(1\) must be "

@@ -200,7 +200,7 @@ def trial_config(
 ) -> TrainConfig:
     """The base config with a trial's settings (dotted keys) and run directory, validated again
     (``flags`` names the base's settings in errors, as in
-    :func:`pomona.config.format_validation_error`).
+    :func:`pomona.config.format_validation_error`, unless the trial's settings replace them).
 
     Raises:
         ConfigError: the combination is invalid (e.g. ``batch_size`` below ``num_workers``).
@@ -216,5 +216,6 @@ def trial_config(
         return TrainConfig.model_validate(data)
     except ValidationError as error:
         # One line, so a sweep's table and results.csv can show it next to the trial.
-        message = format_validation_error(error, source, flags)
+        given = {key: flag for key, flag in (flags or {}).items() if key not in settings}
+        message = format_validation_error(error, source, given)
         raise ConfigError(message.replace(":\n  ", ": ", 1).replace("\n  ", "; ")) from None
