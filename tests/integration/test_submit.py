@@ -59,9 +59,41 @@ def test_a_failing_job_exits_2_with_one_error_line(cluster: LocalCluster, tmp_pa
                         tmp_path / "missing", "--out", tmp_path / "run")  # fmt: skip
     assert result.returncode == 2
     job_id = JOB_ID.search(result.stdout).group(1)
-    assert result.stderr.startswith(f"error: job {job_id} FAILED")
+    assert result.stderr.startswith(f"error: job {job_id} FAILED: ")
+    assert "FAILED: error:" not in result.stderr  # the job's own `error:` is not repeated
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "error:" in result.stdout  # the job's own one-line error, streamed with its logs
+
+
+def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    result = pomona_cli("--registry", registry, "submit", "train", "--address", cluster.dashboard,
+                        "--data", tmp_path / "missing", "--out", tmp_path / "run", "--no-follow",
+                        env={"POMONA_REGISTRY": None})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_id = JOB_ID.search(result.stdout).group(1)
+    follow = f"follow it with: pomona jobs logs {job_id} --follow --address {cluster.dashboard}"
+    assert follow in result.stdout
+    client = connect(cluster.dashboard)
+    wait(client, job_id)
+    env_vars = client.get_job_info(job_id).runtime_env["env_vars"]
+    assert env_vars["POMONA_REGISTRY"] == str(registry)
+    # A $POMONA_REGISTRY of this machine stays here: the cluster's nodes have their own.
+    result = pomona_cli("submit", "train", "--address", cluster.dashboard, "--data",
+                        tmp_path / "missing", "--out", tmp_path / "run", "--no-follow",
+                        env={"POMONA_REGISTRY": str(registry)})  # fmt: skip
+    job_id = JOB_ID.search(result.stdout).group(1)
+    wait(client, job_id)
+    assert "POMONA_REGISTRY" not in client.get_job_info(job_id).runtime_env["env_vars"]
+
+
+def test_an_address_given_wins_over_rays_address_variables(cluster: LocalCluster) -> None:
+    elsewhere = f"http://127.0.0.1:{free_ports(1)[0]}"
+    env = {"RAY_ADDRESS": elsewhere, "RAY_API_SERVER_ADDRESS": elsewhere}
+    result = pomona_cli("jobs", "list", "--address", cluster.dashboard, env=env)
+    assert result.returncode == 0, result.stderr
 
 
 def test_wrong_token_is_one_error_line(cluster: LocalCluster) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperOption
 from typer.exceptions import TyperException
 
 from pomona.cli.console import console, err_console
@@ -30,18 +31,22 @@ AddressOption = Annotated[
     typer.Option(
         "--address",
         help="Ray dashboard (Jobs API), http://HOST:8265 (default: pomona --address, "
-        "$RAY_ADDRESS, else the local cluster).",
+        "$RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, else the local cluster).",
     ),
 ]
-#: Parameters holding local paths: relative ones are made absolute, so the job (which runs in
-#: a copy of the checkout) reads and writes where the local command would.
-PATH_PARAMS = {"config_file", "data", "out", "src", "resume", "report", "registry"}
-#: Parameters that may be a path or something else (a registry reference, torchvision:...).
-MAYBE_PATH_PARAMS = {"model", "weights"}
+#: Settings holding local paths, as parameters or as the last part of a config key: relative
+#: ones are made absolute, so the job (which runs in a copy of the checkout) reads and writes
+#: where the local command would.
+PATH_KEYS = {"data", "out", "src", "resume", "report", "registry"}
+#: Settings that may be a path or something else (a registry reference, ``torchvision:...``):
+#: made absolute when such a path exists here. A command's MODEL argument is one too.
+MAYBE_PATH_KEYS = {"weights"}
 
 
 def _address(address: str | None) -> str | None:
-    return address or session.address or os.environ.get("RAY_ADDRESS") or None
+    """The Jobs API address: this command's, pomona's, else Ray's variables (in Ray's order)."""
+    environment = (os.environ.get(name) for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"))
+    return address or session.address or next((a for a in environment if a), None)
 
 
 def _client(address: str | None) -> JobSubmissionClient:
@@ -58,7 +63,9 @@ def local_command(name: str) -> TyperCommand | None:
 
 
 def job_args(command: TyperCommand | None, name: str, args: list[str], root: Path) -> list[str]:
-    """Check ``args`` against the local command and make its local paths absolute.
+    """Check ``args`` against the local command and make its local paths absolute: those given
+    as arguments, in ``--set key=value`` and, as ``--set`` entries placed before the user's, in
+    the CONFIG file (relative paths there are relative to this folder, as when run here).
 
     A CONFIG file must lie inside the checkout (it ships with it) and is passed relative to it.
 
@@ -72,37 +79,97 @@ def job_args(command: TyperCommand | None, name: str, args: list[str], root: Pat
         params = command.make_context(f"pomona {name}", list(args)).params
     except TyperException as error:
         raise ConfigError(f"pomona {name}: {error.format_message()}") from None
-    rewrites: dict[str, str] = {}
-    for param in command.params:
-        value = params.get(param.name or "")
-        if value is None or not isinstance(value, str | Path) or "://" in str(value):
-            continue
-        path = Path(value)
-        if param.name == "config_file":
-            absolute = path.resolve()
-            if not absolute.is_relative_to(root):
-                raise ClusterError(
-                    f"CONFIG {value} is outside the project ({root}); move it inside so it "
-                    "ships with the job"
-                )
-            rewrites[str(value)] = absolute.relative_to(root).as_posix()
-        elif not path.is_absolute() and (
-            param.name in PATH_PARAMS or (param.name in MAYBE_PATH_PARAMS and path.exists())
-        ):
-            rewrites[str(value)] = str(path.resolve())
-    return _replace_values(args, rewrites)
+    sent = [
+        f"{option}{_local_value(param, value, root)}"
+        for option, param, value in _parsed(command, args)
+    ]
+    config = params.get("config_file")
+    if config is None or not any(p.name == "overrides" for p in command.params):
+        return sent
+    from_file = [f"{key}={value}" for key, value in _config_paths(Path(config))]
+    return [*(arg for entry in from_file for arg in ("--set", entry)), *sent]
 
 
-def _replace_values(args: list[str], rewrites: dict[str, str]) -> list[str]:
-    """Replace argument values (``VALUE`` or ``--opt=VALUE``) found in ``rewrites``."""
-    out = []
-    for arg in args:
-        option, eq, value = arg.partition("=")
-        if eq and option.startswith("--") and value in rewrites:
-            out.append(f"{option}={rewrites[value]}")
+def _parsed(
+    command: TyperCommand, args: list[str]
+) -> Iterator[tuple[str, TyperArgument | TyperOption | None, str]]:
+    """Each argument of ``args`` (valid for ``command``) as ``(option, parameter, value)``: the
+    value's parameter (None for option names, flags and what follows ``--``), and the
+    ``--name=`` it was joined to, if any."""
+    options = {opt: p for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    positional = [p for p in command.params if isinstance(p, TyperArgument)]
+    tokens = iter(args)
+    for token in tokens:
+        option, eq, value = token.partition("=")
+        param = options.get(option if eq else token)
+        if token == "--":
+            yield "", None, token
+            yield from (("", None, rest) for rest in tokens)
+        elif isinstance(param, TyperOption) and not (param.is_flag or param.count):
+            if eq:
+                yield f"{option}=", param, value
+            else:
+                yield "", None, token
+                yield "", param, next(tokens)
+        elif param is not None or token.startswith("-"):
+            yield "", None, token
         else:
-            out.append(rewrites.get(arg, arg))
-    return out
+            yield "", positional[0] if positional else None, token
+            if positional and positional[0].nargs == 1:
+                positional.pop(0)
+
+
+def _local_value(param: TyperArgument | TyperOption | None, value: str, root: Path) -> str:
+    """``value`` of ``param`` as the job needs it (see :func:`job_args`)."""
+    if param is None or "://" in value:
+        return value
+    if param.name == "config_file":
+        absolute = Path(value).resolve()
+        if not absolute.is_relative_to(root):
+            raise ClusterError(
+                f"CONFIG {value} is outside the project ({root}); move it inside so it ships "
+                "with the job"
+            )
+        return absolute.relative_to(root).as_posix()
+    if param.name == "overrides":
+        key, _, setting = value.partition("=")
+        return f"{key}={_absolute(key.rpartition('.')[2], setting)}"
+    maybe = isinstance(param, TyperArgument) and param.name == "model"
+    return _absolute("weights" if maybe else param.name or "", value)
+
+
+def _absolute(key: str, value: str) -> str:
+    """``value`` of setting ``key`` made absolute where it is a relative local path."""
+    path = Path(value)
+    if "://" in value or path.is_absolute() or not value:
+        return value
+    if key in PATH_KEYS or (key in MAYBE_PATH_KEYS and path.exists()):
+        return str(path.resolve())
+    return value
+
+
+def _config_paths(config: Path) -> list[tuple[str, str]]:
+    """The dotted keys of the YAML file ``config`` whose values are relative local paths, with
+    those values made absolute.
+
+    Raises:
+        ConfigError: the file is not valid YAML.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read CONFIG {config}: {error}") from None
+    return list(_relative_paths(data, ""))
+
+
+def _relative_paths(data: object, prefix: str) -> Iterator[tuple[str, str]]:
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if isinstance(value, dict):
+            yield from _relative_paths(value, f"{prefix}{key}.")
+        elif isinstance(value, str) and _absolute(str(key), value) != value:
+            yield f"{prefix}{key}", _absolute(str(key), value)
 
 
 def _submit_and_follow(
@@ -113,10 +180,10 @@ def _submit_and_follow(
     root = project_root()
     args = job_args(local_command(name), name, list(ctx.args), root)
     client = _client(address)
-    job_id = submit(client, name, args, root)
+    job_id = submit(client, name, args, root, _job_env(ctx))
     console.print(f"submitted {job_id} to {client.get_address()}", soft_wrap=True)
     if not follow:
-        console.print(f"follow it with: pomona jobs logs {job_id} --follow", soft_wrap=True)
+        console.print(f"follow it with: {_follow_command(client, job_id)}", soft_wrap=True)
         return
     status = _follow_or_ask(client, job_id)
     if status is None:
@@ -124,6 +191,22 @@ def _submit_and_follow(
     if status.value != "SUCCEEDED":
         raise ClusterError(failure_message(client, job_id))
     console.print(f"job {job_id} succeeded")
+
+
+def _job_env(ctx: typer.Context) -> dict[str, str]:
+    """The job's ``POMONA_REGISTRY``: the root ``--registry``, when it was given as a flag (a
+    ``$POMONA_REGISTRY`` of this machine stays here: the cluster's nodes have their own)."""
+    root = ctx.find_root()
+    source = root.get_parameter_source("registry")
+    registry = root.params.get("registry")
+    if registry is None or source is None or source.name != "COMMANDLINE":
+        return {}
+    return {"POMONA_REGISTRY": _absolute("registry", registry)}
+
+
+def _follow_command(client: JobSubmissionClient, job_id: str) -> str:
+    """The command that follows ``job_id``, with the address this client reached."""
+    return f"pomona jobs logs {job_id} --follow --address {client.get_address()}"
 
 
 def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None:
@@ -140,7 +223,7 @@ def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None
             err_console.print(f"stopping {job_id}")
         else:
             err_console.print(
-                f"{job_id} keeps running; follow it with: pomona jobs logs {job_id} --follow",
+                f"{job_id} keeps running; follow it with: {_follow_command(client, job_id)}",
                 soft_wrap=True,
             )
         return None

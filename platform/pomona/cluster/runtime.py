@@ -194,14 +194,21 @@ def ensure_ray(
             one); ignored when joining a cluster.
 
     Raises:
-        ClusterError: nothing listens at the cluster address, or it refused the Ray token.
+        ClusterError: the cluster address is a dashboard URL, nothing listens at it, or it
+            refused the Ray token.
     """
     use_local_ray_defaults(address)
+    address = cluster_address(address)
+    if address and address.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"{address} is a Ray dashboard (Jobs API) address, for `pomona submit` and "
+            "`pomona jobs`; a command that runs here joins the cluster by its GCS address, "
+            "HOST:6379, or ray://HOST:10001 (--address or RAY_ADDRESS)"
+        )
     import ray
 
     if ray.is_initialized():
         return
-    address = cluster_address(address)
     # Quiet mode keeps Ray's own chatter (start-up banners, Ray Data execution summaries and
     # warnings) off the terminal; everything still lands in Ray's session log directory.
     level = logging.INFO if log_to_driver else logging.ERROR

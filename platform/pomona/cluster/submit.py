@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 EXCLUDES = ["/.venv/", "/.git/", "/data/", "__pycache__/", "*.egg-info/"]
 #: Loggers of the Jobs client that set their own INFO level (uploads, websockets).
 _CLIENT_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+#: Environment variables Ray's Jobs client reads an address from, over the one it is given.
+_ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 #: How long to retry while a freshly started cluster's job agent is not up yet.
 AGENT_WAIT_S = 60.0
 
@@ -55,17 +58,19 @@ def project_root() -> Path:
     return root
 
 
-def job_runtime_env(root: Path) -> dict[str, Any]:
-    """The runtime environment that ships the checkout at ``root`` with the job."""
+def job_runtime_env(root: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The runtime environment that ships the checkout at ``root`` with the job, with the
+    environment variables ``env`` (``POMONA_REGISTRY``) set for it."""
     # Relative: Ray starts job processes inside the unpacked working_dir, and Python's site
     # module makes sys.path entries absolute at start-up.
-    return {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": {"PYTHONPATH": "platform"}}
+    env_vars = {**(env or {}), "PYTHONPATH": "platform"}
+    return {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env_vars}
 
 
 @contextmanager
 def cluster_errors(address: str | None) -> Iterator[None]:
     """Turn the Jobs client's connection, authentication and request errors into one line."""
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError, RpcError
 
     where = address or "the local Ray cluster"
     try:
@@ -75,6 +80,11 @@ def cluster_errors(address: str | None) -> Iterator[None]:
     except ConnectionError:
         raise ClusterError(
             f"cannot reach the Ray dashboard at {where}; check the cluster is up and pass "
+            "--address http://HOST:8265"
+        ) from None
+    except RpcError:  # an address without a scheme is read as the cluster's GCS (HOST:6379)
+        raise ClusterError(
+            f"no Ray GCS answers at {where}; for the Jobs API pass the dashboard's address, "
             "--address http://HOST:8265"
         ) from None
     except (RuntimeError, ValueError) as error:
@@ -98,19 +108,34 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
         for name in _CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
 
-    if address is not None:
-        check_reachable(address)
-    with cluster_errors(address):
-        return JobSubmissionClient(address)
+    if address is None:
+        with cluster_errors(address):
+            return JobSubmissionClient(None)
+    check_reachable(address)
+    # Ray's client prefers $RAY_API_SERVER_ADDRESS and $RAY_ADDRESS to the address it is
+    # given; an address the user passed wins here.
+    environment = {name: os.environ.pop(name) for name in _ADDRESS_VARIABLES if name in os.environ}
+    try:
+        with cluster_errors(address):
+            return JobSubmissionClient(address)
+    finally:
+        os.environ.update(environment)
 
 
-def submit(client: JobSubmissionClient, command: JobCommand, args: list[str], root: Path) -> str:
-    """Submit ``jobs/<command>.py ARGS`` with the checkout at ``root``; returns the job id.
+def submit(
+    client: JobSubmissionClient,
+    command: JobCommand,
+    args: list[str],
+    root: Path,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Submit ``jobs/<command>.py ARGS`` with the checkout at ``root`` and the environment
+    variables ``env``; returns the job id.
 
     Retries for up to :data:`AGENT_WAIT_S` while the cluster's job agent is still starting.
     """
     entrypoint = job_entrypoint(command, args)
-    runtime_env = job_runtime_env(root)
+    runtime_env = job_runtime_env(root, env)
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:
@@ -154,4 +179,6 @@ def failure_message(client: JobSubmissionClient, job_id: str) -> str:
     with cluster_errors(client.get_address()):
         info = client.get_job_info(job_id)
     reason = (info.message or "").strip().splitlines()
-    return f"job {job_id} {info.status.value}" + (f": {reason[-1]}" if reason else "")
+    # The last line is often pomona's own `error: ...` from the job: one `error:` is enough.
+    last = reason[-1].removeprefix("error: ") if reason else ""
+    return f"job {job_id} {info.status.value}" + (f": {last}" if last else "")

@@ -14,6 +14,7 @@ from pomona.cluster.runtime import (
     LOOPBACK_ENV,
     check_local_gpus,
     check_reachable,
+    ensure_ray,
     free_ports,
     split_address,
     use_local_ray_defaults,
@@ -95,6 +96,17 @@ def test_a_cluster_address_nothing_answers_on_is_one_line_at_once(closed: int, f
         f"no Ray cluster answers at {address} (Connection refused): check that it is up and the "
         "address (--address or RAY_ADDRESS)"
     )
+
+
+@pytest.mark.parametrize("how", ["argument", "RAY_ADDRESS"])
+def test_a_dashboard_url_is_refused_before_joining_and_names_the_address_to_use(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    url = "http://127.0.0.1:8265"
+    if how == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", url)
+    with pytest.raises(ClusterError, match=rf"^{url} is a Ray dashboard .* GCS address, HOST:6379"):
+        ensure_ray(url if how == "argument" else None)
 
 
 @pytest.mark.parametrize("address", ["auto", "ray-head", "http://ray-head"])

@@ -29,9 +29,31 @@ def test_absolute_paths_and_uris_are_sent_unchanged() -> None:
 
 
 def test_config_inside_the_project_is_sent_relative_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT / "configs")
-    sent = job_args(local_command("train"), "train", ["train-digits.yaml", "--epochs", "1"], ROOT)
-    assert sent == ["configs/train-digits.yaml", "--epochs", "1"]
+    # Its relative paths (data: pomona-demo/dataset) are relative to this folder, as when run
+    # here: sent as --set entries placed before the user's own, which still win.
+    here = ROOT / "configs"
+    monkeypatch.chdir(here)
+    args = ["train-digits.yaml", "--epochs", "1", "--set", "out=mine"]
+    sent = job_args(local_command("train"), "train", args, ROOT)
+    assert sent == ["--set", f"data={here / 'pomona-demo/dataset'}",
+                    "--set", f"out={here / 'pomona-demo/run'}",
+                    "configs/train-digits.yaml", "--epochs", "1",
+                    "--set", f"out={here / 'mine'}"]  # fmt: skip
+
+
+def test_paths_in_set_become_absolute_and_only_path_values_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "simple_cnn").mkdir()  # a folder named like an architecture
+    (tmp_path / "1").mkdir()
+    args = ["--data", "1", "--workers", "1", "--model", "simple_cnn", "--set", "model.weights=1",
+            "--set", "train.data=x", "--set", "epochs=1", "--out", "r"]  # fmt: skip
+    sent = job_args(local_command("train"), "train", args, ROOT)
+    assert sent == ["--data", str(tmp_path / "1"), "--workers", "1", "--model", "simple_cnn",
+                    "--set", f"model.weights={tmp_path / '1'}",
+                    "--set", f"train.data={tmp_path / 'x'}",
+                    "--set", "epochs=1", "--out", str(tmp_path / "r")]  # fmt: skip
 
 
 def test_config_outside_the_project_is_refused(tmp_path: Path) -> None:
