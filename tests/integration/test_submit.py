@@ -80,6 +80,8 @@ def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
     wait(client, job_id)
     env_vars = client.get_job_info(job_id).runtime_env["env_vars"]
     assert env_vars["POMONA_REGISTRY"] == str(registry)
+    stop = pomona_cli("jobs", "stop", job_id, "--address", cluster.dashboard)
+    assert stop.stdout == f"{job_id} had already ended\n", stop.stderr
     # A $POMONA_REGISTRY of this machine stays here: the cluster's nodes have their own.
     result = pomona_cli("submit", "train", "--address", cluster.dashboard, "--data",
                         tmp_path / "missing", "--out", tmp_path / "run", "--no-follow",

@@ -211,16 +211,14 @@ def _follow_command(client: JobSubmissionClient, job_id: str) -> str:
 
 def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None:
     """Follow the logs; on Ctrl-C ask whether to stop the job. None when interrupted."""
-    from pomona.cluster.submit import cluster_errors, follow
+    from pomona.cluster.submit import follow
 
     try:
         return follow(client, job_id, _write)
     except KeyboardInterrupt:
         err_console.print()
         if typer.confirm(f"stop job {job_id}?", default=False, err=True):
-            with cluster_errors(client.get_address()):
-                client.stop_job(job_id)
-            err_console.print(f"stopping {job_id}")
+            err_console.print(_stop(client, job_id))
         else:
             err_console.print(
                 f"{job_id} keeps running; follow it with: {_follow_command(client, job_id)}",
@@ -322,12 +320,16 @@ def job_logs(
 @jobs_app.command("stop")
 def job_stop(job_id: JobIdArgument, address: AddressOption = None) -> None:
     """Ask the cluster to stop a job."""
+    console.print(_stop(_client(address), job_id))
+
+
+def _stop(client: JobSubmissionClient, job_id: str) -> str:
+    """Ask the cluster to stop ``job_id``; says whether it was running."""
     from pomona.cluster.submit import cluster_errors
 
-    client = _client(address)
     with cluster_errors(client.get_address()):
         stopped = client.stop_job(job_id)
-    console.print(f"stopping {job_id}" if stopped else f"{job_id} had already ended")
+    return f"stopping {job_id}" if stopped else f"{job_id} had already ended"
 
 
 def register(app: typer.Typer) -> None:
