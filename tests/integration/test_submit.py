@@ -42,6 +42,7 @@ def test_submit_train_trains_as_pomona_train_does(
     assert result.returncode == 0, result.stderr
     job_id = JOB_ID.search(result.stdout).group(1)
     assert "best epoch 1: val error" in result.stdout  # the job's own output, followed
+    assert "INFO job_manager" not in result.stdout  # Ray's own log lines are behind -v
     assert result.stdout.rstrip().endswith(f"job {job_id} succeeded")
     assert [int(row["epoch"]) for row in read_metrics(run)] == [1]
     assert (run / "model.safetensors").is_file()
@@ -80,6 +81,7 @@ def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
     wait(client, job_id)
     env_vars = client.get_job_info(job_id).runtime_env["env_vars"]
     assert env_vars["POMONA_REGISTRY"] == str(registry)
+    assert env_vars["COLUMNS"] == os.environ.get("COLUMNS", "80")  # this terminal's width
     stop = pomona_cli("jobs", "stop", job_id, "--address", cluster.dashboard)
     assert stop.stdout == f"{job_id} had already ended\n", stop.stderr
     # A $POMONA_REGISTRY of this machine stays here: the cluster's nodes have their own.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ AddressOption = Annotated[
         "$RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, else the local cluster).",
     ),
 ]
+#: A line of Ray's own logging in a job's logs: ``2026-12-07 19:55:49,356\tINFO job_manager...``.
+_RAY_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+(DEBUG|INFO)\s")
 #: Settings holding local paths, as parameters or as the last part of a config key: relative
 #: ones are made absolute, so the job (which runs in a copy of the checkout) reads and writes
 #: where the local command would.
@@ -194,14 +197,16 @@ def _submit_and_follow(
 
 
 def _job_env(ctx: typer.Context) -> dict[str, str]:
-    """The job's ``POMONA_REGISTRY``: the root ``--registry``, when it was given as a flag (a
+    """The job's environment variables: ``COLUMNS``, so that its output is as wide as this
+    terminal, and ``POMONA_REGISTRY``, the root ``--registry`` when it was given as a flag (a
     ``$POMONA_REGISTRY`` of this machine stays here: the cluster's nodes have their own)."""
+    env = {"COLUMNS": str(console.width)}
     root = ctx.find_root()
     source = root.get_parameter_source("registry")
     registry = root.params.get("registry")
-    if registry is None or source is None or source.name != "COMMANDLINE":
-        return {}
-    return {"POMONA_REGISTRY": _absolute("registry", registry)}
+    if registry is not None and source is not None and source.name == "COMMANDLINE":
+        env["POMONA_REGISTRY"] = _absolute("registry", registry)
+    return env
 
 
 def _follow_command(client: JobSubmissionClient, job_id: str) -> str:
@@ -213,8 +218,9 @@ def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None
     """Follow the logs; on Ctrl-C ask whether to stop the job. None when interrupted."""
     from pomona.cluster.submit import follow
 
+    log = _JobLog()
     try:
-        return follow(client, job_id, _write)
+        return follow(client, job_id, log.write)
     except KeyboardInterrupt:
         err_console.print()
         if typer.confirm(f"stop job {job_id}?", default=False, err=True):
@@ -225,11 +231,29 @@ def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None
                 soft_wrap=True,
             )
         return None
+    finally:
+        log.close()
 
 
-def _write(chunk: str) -> None:
-    sys.stdout.write(chunk)
-    sys.stdout.flush()
+class _JobLog:
+    """A job's logs written to stdout as they come, whole lines at a time, without Ray's own
+    INFO lines (the job manager's "Runtime env is setting up."), which ``-v`` shows."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def write(self, chunk: str) -> None:
+        lines = (self._partial + chunk).splitlines(keepends=True)
+        self._partial = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        shown = (line for line in lines if session.verbose or not _RAY_LOG_LINE.match(line))
+        sys.stdout.write("".join(shown))
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        """Write what is left: a last line without its newline."""
+        sys.stdout.write(self._partial)
+        sys.stdout.flush()
+        self._partial = ""
 
 
 def _make_submit_command(name: JobCommand) -> None:
@@ -313,8 +337,10 @@ def job_logs(
         if _follow_or_ask(client, job_id) is None:
             sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
         return
+    log = _JobLog()
     with cluster_errors(client.get_address()):
-        _write(client.get_job_logs(job_id))
+        log.write(client.get_job_logs(job_id))
+    log.close()
 
 
 @jobs_app.command("stop")
