@@ -64,6 +64,12 @@ def test_a_failing_job_exits_2_with_one_error_line(cluster: LocalCluster, tmp_pa
     assert "FAILED: error:" not in result.stderr  # the job's own `error:` is not repeated
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "error:" in result.stdout  # the job's own one-line error, streamed with its logs
+    followed = pomona_cli("jobs", "logs", job_id, "--follow", "--address", cluster.dashboard)
+    assert followed.returncode == 2
+    assert followed.stderr.startswith(f"error: job {job_id} FAILED: "), followed.stderr
+    unknown = pomona_cli("jobs", "status", "raysubmit_nope", "--address", cluster.dashboard)
+    assert unknown.returncode == 2
+    assert unknown.stderr.endswith(" `pomona jobs list` shows the jobs there.\n"), unknown.stderr
 
 
 def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
@@ -144,8 +150,9 @@ def test_unreachable_address_is_one_error_line(
     )
 
 
+@pytest.mark.parametrize("answer", ["y\n", ""], ids=["yes", "no-terminal"])
 def test_ctrl_c_while_following_asks_and_stops_the_job(
-    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path
+    cluster: LocalCluster, digits_dataset: Path, tmp_path: Path, answer: str
 ) -> None:
     command = [sys.executable, "-c", "from pomona.cli import main; main()", "submit", "train",
                "--address", cluster.dashboard, "--data", str(digits_dataset), "--out",
@@ -159,8 +166,13 @@ def test_ctrl_c_while_following_asks_and_stops_the_job(
         job_id = JOB_ID.search(first).group(1)
         process.stdout.readline()  # the job has started writing its logs: we are following
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate("y\n", timeout=120)
+        _, err = process.communicate(answer, timeout=120)
     assert process.returncode == 130, err
     assert f"stop job {job_id}?" in err
-    assert f"stopping {job_id}" in err
-    assert wait(connect(cluster.dashboard), job_id) == JobStatus.STOPPED
+    client = connect(cluster.dashboard)
+    if answer:
+        assert f"stopping {job_id}" in err
+    else:  # the question gets no answer (end of input): the job is left running, and said so
+        assert f"{job_id} keeps running; follow it with: pomona jobs logs {job_id}" in err
+        assert client.stop_job(job_id)
+    assert wait(client, job_id) == JobStatus.STOPPED

@@ -178,7 +178,7 @@ def _relative_paths(data: object, prefix: str) -> Iterator[tuple[str, str]]:
 def _submit_and_follow(
     name: JobCommand, ctx: typer.Context, address: str | None, follow: bool
 ) -> None:
-    from pomona.cluster.submit import failure_message, project_root, submit
+    from pomona.cluster.submit import project_root, submit
 
     root = project_root()
     args = job_args(local_command(name), name, list(ctx.args), root)
@@ -188,11 +188,7 @@ def _submit_and_follow(
     if not follow:
         console.print(f"follow it with: {_follow_command(client, job_id)}", soft_wrap=True)
         return
-    status = _follow_or_ask(client, job_id)
-    if status is None:
-        sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
-    if status.value != "SUCCEEDED":
-        raise ClusterError(failure_message(client, job_id))
+    _follow_to_end(client, job_id)
     console.print(f"job {job_id} succeeded")
 
 
@@ -214,6 +210,21 @@ def _follow_command(client: JobSubmissionClient, job_id: str) -> str:
     return f"pomona jobs logs {job_id} --follow --address {client.get_address()}"
 
 
+def _follow_to_end(client: JobSubmissionClient, job_id: str) -> None:
+    """Follow ``job_id`` until it ends; exits 130 when interrupted.
+
+    Raises:
+        ClusterError: the job did not succeed (how it ended).
+    """
+    from pomona.cluster.submit import failure_message
+
+    status = _follow_or_ask(client, job_id)
+    if status is None:
+        sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
+    if status.value != "SUCCEEDED":
+        raise ClusterError(failure_message(client, job_id))
+
+
 def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None:
     """Follow the logs; on Ctrl-C ask whether to stop the job. None when interrupted."""
     from pomona.cluster.submit import follow
@@ -223,7 +234,7 @@ def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None
         return follow(client, job_id, log.write)
     except KeyboardInterrupt:
         err_console.print()
-        if typer.confirm(f"stop job {job_id}?", default=False, err=True):
+        if _confirm(f"stop job {job_id}?"):
             err_console.print(_stop(client, job_id))
         else:
             err_console.print(
@@ -233,6 +244,15 @@ def _follow_or_ask(client: JobSubmissionClient, job_id: str) -> JobStatus | None
         return None
     finally:
         log.close()
+
+
+def _confirm(question: str) -> bool:
+    """Ask ``question`` on stderr; no answer (no terminal, end of input) is no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        err_console.print()
+        return False
 
 
 class _JobLog:
@@ -260,6 +280,7 @@ def _make_submit_command(name: JobCommand) -> None:
     @submit_app.command(
         name,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        options_metavar="[OPTIONS] [ARGS]...",
         help=f"Run `pomona {name} ARGS` as a Ray job (jobs/{name}.py) and follow its logs.\n\n"
         f"ARGS are exactly those of `pomona {name}`; relative paths are made absolute, and "
         "the job runs this checkout's code. Exits 0 only when the job succeeded.",
@@ -329,13 +350,13 @@ def job_logs(
     address: AddressOption = None,
     follow: Annotated[bool, typer.Option("--follow", help="Stream until the job ends.")] = False,
 ) -> None:
-    """A job's logs so far, or all of them as they come with --follow."""
+    """A job's logs so far, or all of them as they come with --follow (which then exits 0
+    only when the job succeeded)."""
     from pomona.cluster.submit import cluster_errors
 
     client = _client(address)
     if follow:
-        if _follow_or_ask(client, job_id) is None:
-            sys.exit(130)  # typer.Exit is swallowed when main() runs the app non-standalone
+        _follow_to_end(client, job_id)
         return
     log = _JobLog()
     with cluster_errors(client.get_address()):

@@ -88,7 +88,10 @@ def cluster_errors(address: str | None) -> Iterator[None]:
             "--address http://HOST:8265"
         ) from None
     except (RuntimeError, ValueError) as error:
-        raise ClusterError(f"{where}: {str(error).splitlines()[0]}") from None
+        reason = str(error).splitlines()[0]
+        if "does not exist" in reason:  # an unknown job id
+            reason += " `pomona jobs list` shows the jobs there."
+        raise ClusterError(f"{where}: {reason}") from None
 
 
 def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
