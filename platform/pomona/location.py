@@ -225,9 +225,9 @@ def as_location(target: str | os.PathLike[str] | Location) -> Location:
             scheme ``pyarrow.fs.FileSystem.from_uri`` knows), or a ready location.
 
     Raises:
-        ConfigError: an unknown scheme, a ``file:`` URI whose path is not absolute, or a URI
-            pyarrow cannot open (e.g. an S3 bucket whose region cannot be found); the message
-            names the value and the accepted forms.
+        ConfigError: an unknown scheme or a ``file:`` URI whose path is not absolute (the
+            message names the value and the accepted forms), or a store that did not answer
+            (e.g. an S3 bucket whose region cannot be found: what to check).
     """
     if isinstance(target, Location):
         return target
@@ -241,9 +241,15 @@ def as_location(target: str | os.PathLike[str] | Location) -> Location:
         return Location(pafs.LocalFileSystem(), path, path)
     try:
         filesystem, path = _open_uri(text)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         reason = " ".join(str(error).split())
         raise ConfigError(f"cannot open {text!r} ({reason}); pass {_SUPPORTED}") from None
+    except OSError as error:  # a supported store that did not answer (network, bucket, access)
+        reason = " ".join(str(error).split())
+        raise ConfigError(
+            f"cannot open {text!r} ({reason}); check the bucket's name, this machine's network "
+            "and its credentials for the store"
+        ) from None
     if isinstance(filesystem, pafs.LocalFileSystem):
         # file:///x names the local directory /x: show it the way local paths are shown.
         path = os.path.abspath(path)

@@ -44,6 +44,22 @@ def test_bad_locations_are_one_line_errors(text: str, message: str) -> None:
     assert "\n" not in str(error.value)
 
 
+def test_a_store_that_does_not_answer_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pomona import location
+
+    def unreachable(uri: str) -> None:
+        raise OSError("AWS Error NETWORK_CONNECTION during HeadBucket operation")
+
+    monkeypatch.setattr(location, "_open_uri", unreachable)
+    with pytest.raises(ConfigError) as error:
+        as_location("s3://bucket/ds")
+    assert str(error.value) == (
+        "cannot open 's3://bucket/ds' (AWS Error NETWORK_CONNECTION during HeadBucket "
+        "operation); check the bucket's name, this machine's network and its credentials for "
+        "the store"
+    )
+
+
 def test_the_registry_refuses_bad_schemes_the_same_way() -> None:
     with pytest.raises(ConfigError, match="cannot open 'ftp://host/models'"):
         Registry("ftp://host/models")
