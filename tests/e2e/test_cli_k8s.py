@@ -48,13 +48,19 @@ def test_overwrite_replaces_only_a_rendered_layout(pomona, tmp_path: Path) -> No
     assert (mine / "notes.txt").read_text() == "the user's"
 
 
-def test_render_without_serve_config_is_one_line_error(pomona, tmp_path: Path) -> None:
+def test_render_without_serve_config_is_one_line_error(
+    pomona, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "nope.yaml"
     result = pomona("k8s", "render", "--out", tmp_path / "k8s", "--serve-config", missing)
     assert result.code == 2
-    assert result.err.startswith(f"error: Serve config {missing} does not exist")
+    assert result.err.startswith(f"error: Serve config {missing} does not exist; ")
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "k8s").exists()
+    monkeypatch.chdir(tmp_path)  # the default, serve/pomona.yaml, is relative: say to what
+    result = pomona("k8s", "render", "--out", "k8s")
+    where = f"serve/pomona.yaml does not exist in {tmp_path}; "
+    assert result.err.startswith(f"error: Serve config {where}")
 
 
 def test_render_rejects_object_store_storage(pomona, tmp_path: Path) -> None:

@@ -366,9 +366,10 @@ def read_serve_config(path: Path) -> str:
         ConfigError: the file is missing or is not a Serve config.
     """
     if not path.is_file():
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
         raise ConfigError(
-            f"Serve config {path} does not exist; write it with `pomona serve build` "
-            "or pass --serve-config"
+            f"Serve config {path} does not exist{where}; write it with `pomona serve build` "
+            "or pass --serve-config (the project's checkout has one)"
         )
     text = path.read_text()
     loaded = yaml.safe_load(text)
