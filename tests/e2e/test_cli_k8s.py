@@ -36,6 +36,13 @@ def test_render_writes_the_layout_with_the_given_settings(pomona, tmp_path: Path
     assert again.err.strip() == f"error: {out} exists; pass --overwrite to replace it"
     replaced = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG, "--overwrite")
     assert replaced.code == 0, replaced.err
+    # More workers than the default ceiling (4) raise it, rather than being refused.
+    more = pomona("k8s", "render", "--out", out, "--serve-config", SERVE_CONFIG, "--overwrite",
+                  "--workers", "6")  # fmt: skip
+    assert more.code == 0, more.err
+    cluster = yaml.safe_load((out / "base" / "raycluster.yaml").read_text())
+    worker = cluster["spec"]["workerGroupSpecs"][0]
+    assert (worker["replicas"], worker["maxReplicas"]) == (6, 6)
 
 
 def test_overwrite_replaces_only_a_rendered_layout(pomona, tmp_path: Path) -> None:

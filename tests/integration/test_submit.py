@@ -76,9 +76,9 @@ def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     registry = tmp_path / "registry"
-    result = pomona_cli("--registry", registry, "submit", "train", "--address", cluster.dashboard,
-                        "--data", tmp_path / "missing", "--out", tmp_path / "run", "--no-follow",
-                        env={"POMONA_REGISTRY": None})  # fmt: skip
+    result = pomona_cli("-v", "--registry", registry, "submit", "train", "--address",
+                        cluster.dashboard, "--data", tmp_path / "missing", "--out",
+                        tmp_path / "run", "--no-follow", env={"POMONA_REGISTRY": None})  # fmt: skip
     assert result.returncode == 0, result.stderr
     job_id = JOB_ID.search(result.stdout).group(1)
     follow = f"follow it with: pomona jobs logs {job_id} --follow --address {cluster.dashboard}"
@@ -87,6 +87,7 @@ def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
     wait(client, job_id)
     env_vars = client.get_job_info(job_id).runtime_env["env_vars"]
     assert env_vars["POMONA_REGISTRY"] == str(registry)
+    assert env_vars["POMONA_VERBOSE"] == "1"  # -v goes with the job too
     assert env_vars["COLUMNS"] == os.environ.get("COLUMNS", "80")  # this terminal's width
     stop = pomona_cli("jobs", "stop", job_id, "--address", cluster.dashboard)
     assert stop.stdout == f"{job_id} had already ended\n", stop.stderr
@@ -96,7 +97,9 @@ def test_a_job_left_running_carries_the_root_registry_and_says_how_to_follow_it(
                         env={"POMONA_REGISTRY": str(registry)})  # fmt: skip
     job_id = JOB_ID.search(result.stdout).group(1)
     wait(client, job_id)
-    assert "POMONA_REGISTRY" not in client.get_job_info(job_id).runtime_env["env_vars"]
+    assert {"POMONA_REGISTRY", "POMONA_VERBOSE"}.isdisjoint(
+        client.get_job_info(job_id).runtime_env["env_vars"]
+    )
 
 
 def test_an_address_given_wins_over_rays_address_variables(cluster: LocalCluster) -> None:

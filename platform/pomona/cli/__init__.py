@@ -64,7 +64,14 @@ def _root(
         ),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Ray and INFO logs.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="POMONA_VERBOSE",
+            show_envvar=False,
+            help="Show Ray and INFO logs (also: POMONA_VERBOSE=1).",
+        ),
     ] = False,
 ) -> None:
     session.address = address

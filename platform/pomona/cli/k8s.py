@@ -33,7 +33,8 @@ def render_command(
         typer.Option(help=_help("workers", "Worker pods to start with; training's --workers.")),
     ] = None,
     max_workers: Annotated[
-        int | None, typer.Option(help=_help("max_workers", "Autoscaling ceiling."))
+        int | None,
+        typer.Option(help=_help("max_workers", "Autoscaling ceiling; raised to --workers.")),
     ] = None,
     storage: Annotated[
         str | None,
@@ -59,6 +60,8 @@ def render_command(
     OUT gets base/ (CPU image) and overlays/cpu, overlays/gpu: apply one with
     `kubectl apply -k OUT/overlays/cpu`.
     """
+    if max_workers is None and workers is not None:  # a larger --workers raises the default
+        max_workers = max(workers, K8sSettings.model_fields["max_workers"].default)
     flags = {"image": image, "tag": tag, "workers": workers, "max_workers": max_workers,
              "storage": storage, "serve_config": serve_config, "dataset": dataset}  # fmt: skip
     settings = load_config(K8sSettings, flags=flags)

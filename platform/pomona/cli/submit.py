@@ -194,9 +194,10 @@ def _submit_and_follow(
 
 def _job_env(ctx: typer.Context) -> dict[str, str]:
     """The job's environment variables: ``COLUMNS``, so that its output is as wide as this
-    terminal, and ``POMONA_REGISTRY``, the root ``--registry`` when it was given as a flag (a
-    ``$POMONA_REGISTRY`` of this machine stays here: the cluster's nodes have their own)."""
-    env = {"COLUMNS": str(console.width)}
+    terminal; ``POMONA_VERBOSE`` with ``-v``; and ``POMONA_REGISTRY``, the root ``--registry``
+    when it was given as a flag (a ``$POMONA_REGISTRY`` of this machine stays here: the
+    cluster's nodes have their own)."""
+    env = {"COLUMNS": str(console.width), **({"POMONA_VERBOSE": "1"} if session.verbose else {})}
     root = ctx.find_root()
     source = root.get_parameter_source("registry")
     registry = root.params.get("registry")
