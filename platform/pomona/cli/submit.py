@@ -48,7 +48,9 @@ MAYBE_PATH_KEYS = {"weights"}
 
 def _address(address: str | None) -> str | None:
     """The Jobs API address: this command's, pomona's, else Ray's variables (in Ray's order)."""
-    environment = (os.environ.get(name) for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"))
+    from pomona.cluster.submit import ADDRESS_VARIABLES
+
+    environment = (os.environ.get(name) for name in ADDRESS_VARIABLES)
     return address or session.address or next((a for a in environment if a), None)
 
 
@@ -171,8 +173,8 @@ def _relative_paths(data: object, prefix: str) -> Iterator[tuple[str, str]]:
     for key, value in data.items() if isinstance(data, dict) else ():
         if isinstance(value, dict):
             yield from _relative_paths(value, f"{prefix}{key}.")
-        elif isinstance(value, str) and _absolute(str(key), value) != value:
-            yield f"{prefix}{key}", _absolute(str(key), value)
+        elif isinstance(value, str) and (absolute := _absolute(str(key), value)) != value:
+            yield f"{prefix}{key}", absolute
 
 
 def _submit_and_follow(

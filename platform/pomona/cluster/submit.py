@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 EXCLUDES = ["/.venv/", "/.git/", "/data/", "__pycache__/", "*.egg-info/"]
 #: Loggers of the Jobs client that set their own INFO level (uploads, websockets).
 _CLIENT_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
-#: Environment variables Ray's Jobs client reads an address from, over the one it is given.
-_ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+#: Environment variables Ray's Jobs client reads an address from, over the one it is given,
+#: in the order it reads them.
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 #: How long to retry while a freshly started cluster's job agent is not up yet.
 AGENT_WAIT_S = 60.0
 
@@ -60,7 +61,7 @@ def project_root() -> Path:
 
 def job_runtime_env(root: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The runtime environment that ships the checkout at ``root`` with the job, with the
-    environment variables ``env`` (``POMONA_REGISTRY``) set for it."""
+    environment variables ``env`` set for it."""
     # Relative: Ray starts job processes inside the unpacked working_dir, and Python's site
     # module makes sys.path entries absolute at start-up.
     env_vars = {**(env or {}), "PYTHONPATH": "platform"}
@@ -111,13 +112,13 @@ def connect(address: str | None, *, quiet: bool = True) -> JobSubmissionClient:
         for name in _CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
 
-    if address is None:
-        with cluster_errors(address):
-            return JobSubmissionClient(None)
-    check_reachable(address)
-    # Ray's client prefers $RAY_API_SERVER_ADDRESS and $RAY_ADDRESS to the address it is
-    # given; an address the user passed wins here.
-    environment = {name: os.environ.pop(name) for name in _ADDRESS_VARIABLES if name in os.environ}
+    overridden: list[str] = []
+    if address is not None:
+        check_reachable(address)
+        # Ray's client prefers $RAY_API_SERVER_ADDRESS and $RAY_ADDRESS to the address it is
+        # given; an address the user passed wins here.
+        overridden = [name for name in ADDRESS_VARIABLES if name in os.environ]
+    environment = {name: os.environ.pop(name) for name in overridden}
     try:
         with cluster_errors(address):
             return JobSubmissionClient(address)
